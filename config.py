@@ -1,0 +1,137 @@
+"""Command-line flags, grouped as in the reference implementation, plus checks on their values."""
+import argparse
+
+from utils import RamError
+
+
+def str2bool(v):
+    if isinstance(v, bool):
+        return v
+    if v.lower() in ("true", "1", "yes", "y"):
+        return True
+    if v.lower() in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
+
+
+parser = argparse.ArgumentParser(
+    description="Recurrent Attention Model (Mnih et al., 2014) in PaddlePaddle.",
+    epilog="Examples: `python main.py` trains; `python main.py --resume=True --best True` "
+           "resumes from the best checkpoint; `python main.py --is_train=False --best True` "
+           "tests it on the MNIST test set.")
+
+
+def group(name):
+    return parser.add_argument_group(name)
+
+
+g = group("Glimpse Network Params")
+g.add_argument("--patch_size", type=int, default=8, help="side g of the sharpest patch (pixels)")
+g.add_argument("--glimpse_scale", type=int, default=1,
+               help="each further patch is this many times wider than the previous one")
+g.add_argument("--num_patches", type=int, default=1, help="# patches (scales) per glimpse, k")
+g.add_argument("--loc_hidden", type=int, default=128, help="hidden size of the location fc, h_l")
+g.add_argument("--glimpse_hidden", type=int, default=128, help="hidden size of the glimpse fc, h_g")
+
+g = group("Core Network Params")
+g.add_argument("--num_glimpses", type=int, default=6, help="# glimpses, i.e. BPTT iterations")
+g.add_argument("--hidden_size", type=int, default=256, help="hidden size of the core RNN")
+
+g = group("Reinforce Params")
+g.add_argument("--std", type=float, default=0.05, help="std of the Gaussian location policy")
+g.add_argument("--M", type=int, default=1,
+               help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
+g.add_argument("--reinforce_weight", type=float, default=0.01,
+               help="weight of the REINFORCE term in the hybrid loss")
+
+g = group("Data Params")
+g.add_argument("--valid_size", type=float, default=0.1,
+               help="fraction of the training set held out for validation, in [0, 1)")
+g.add_argument("--batch_size", type=int, default=128, help="# images per batch")
+g.add_argument("--num_workers", type=int, default=0,
+               help="no effect: kept for the reference's CLI; batches come from in-memory tensors")
+g.add_argument("--shuffle", type=str2bool, default=True,
+               help="shuffle the train/valid split and every training epoch")
+g.add_argument("--show_sample", type=str2bool, default=False,
+               help="save a 3x3 grid of training images to plots/mnist_sample.png")
+
+g = group("Training Params")
+g.add_argument("--is_train", type=str2bool, default=True, help="train (True) or test (False)")
+g.add_argument("--momentum", type=float, default=0.5,
+               help="no effect: kept for the reference's CLI; the optimizer is Adam")
+g.add_argument("--epochs", type=int, default=300,
+               help="total # epochs; a resumed run continues up to this number")
+g.add_argument("--init_lr", type=float, default=3e-4, help="initial learning rate (Adam)")
+g.add_argument("--lr_patience", type=int, default=20,
+               help="epochs without a better validation accuracy before the lr is reduced")
+g.add_argument("--lr_factor", type=float, default=0.8, help="ReduceOnPlateau multiplies the lr by this")
+g.add_argument("--train_patience", type=int, default=50,
+               help="epochs without a better validation accuracy before training stops")
+g.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay of Adam")
+
+g = group("Misc.")
+g.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+               help="auto: the GPU when Paddle has CUDA and a GPU is present, else the CPU")
+g.add_argument("--use_gpu", type=str2bool, default=True,
+               help="reference flag: False forces the CPU (same as --device cpu)")
+g.add_argument("--best", type=str2bool, default=True,
+               help="test/resume from the best checkpoint (True) or from an epoch checkpoint")
+g.add_argument("--last_epoch", type=int, default=0,
+               help="with --best False: the epoch checkpoint to load (0: the latest one)")
+g.add_argument("--ckpt", type=str, default=None,
+               help="test or resume this checkpoint file, adopting the architecture stored in it")
+g.add_argument("--random_seed", type=int, default=1,
+               help="seed of the data split, batch order, initial weights and location noise")
+g.add_argument("--data_dir", type=str, default="./data",
+               help="folder holding the MNIST idx files (or a MNIST/ subfolder with them)")
+g.add_argument("--ckpt_dir", type=str, default="./ckpt", help="where checkpoints are saved")
+g.add_argument("--logs_dir", type=str, default="./logs/", help="where logs and TensorBoard go")
+g.add_argument("--plot_dir", type=str, default="./plots/", help="where glimpse dumps go")
+g.add_argument("--use_tensorboard", type=str2bool, default=False,
+               help="write TensorBoard scalars (tensorboardX) under logs_dir/<model_name>")
+g.add_argument("--resume", type=str2bool, default=False, help="resume training from a checkpoint")
+g.add_argument("--resume_lr", type=str2bool, default=True,
+               help="on resume, keep the checkpoint's lr schedule (False: restart at init_lr)")
+g.add_argument("--print_freq", type=int, default=100,
+               help="refresh the loss/acc shown on the progress bar every this many batches")
+g.add_argument("--save_freq", type=int, default=10, help="save an epoch checkpoint every N epochs")
+g.add_argument("--plot_freq", type=int, default=1,
+               help="dump glimpses for plot_glimpses.py every N epochs (0: never)")
+
+
+def check_config(config, image_size=28):
+    """Reject impossible values with one line that names the flag and the fix.
+
+    Returns warnings (strings) for legal but suspicious values.
+    """
+    def need(ok, msg):
+        if not ok:
+            raise RamError(msg)
+    need(config.patch_size >= 1, f"--patch_size must be >= 1 (got {config.patch_size})")
+    need(config.num_patches >= 1, f"--num_patches must be >= 1 (got {config.num_patches})")
+    need(config.glimpse_scale >= 1, f"--glimpse_scale must be >= 1 (got {config.glimpse_scale})")
+    need(config.num_glimpses >= 1, f"--num_glimpses must be >= 1 (got {config.num_glimpses})")
+    need(0 <= config.valid_size < 1, f"--valid_size must be in [0, 1) (got {config.valid_size})")
+    need(config.std > 0, f"--std must be > 0 (got {config.std})")
+    need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
+    need(config.batch_size >= 1, f"--batch_size must be >= 1 (got {config.batch_size})")
+    for name in ("loc_hidden", "glimpse_hidden", "hidden_size"):
+        need(getattr(config, name) >= 2, f"--{name} must be >= 2 (got {getattr(config, name)})")
+    need(config.save_freq >= 1, f"--save_freq must be >= 1 (got {config.save_freq})")
+    need(config.print_freq >= 1, f"--print_freq must be >= 1 (got {config.print_freq})")
+    need(config.valid_size > 0 or not config.is_train,
+         "--valid_size 0 leaves nothing to validate on; training needs e.g. --valid_size 0.1")
+    warnings = []
+    widest = config.patch_size * config.glimpse_scale ** (config.num_patches - 1)
+    if widest > 4 * image_size:
+        warnings.append(f"[!] the widest patch is {widest}x{widest} pixels on a {image_size}x"
+                        f"{image_size} image: mostly zero padding; check --patch_size, "
+                        "--glimpse_scale and --num_patches")
+    return warnings
+
+
+def get_config(argv=None):
+    config, unparsed = parser.parse_known_args(argv)
+    if unparsed:
+        parser.error("unrecognized arguments: " + " ".join(unparsed))
+    return config

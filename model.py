@@ -1,0 +1,71 @@
+"""RecurrentAttention: wires the modules of modules.py into one agent.
+
+A rollout of T glimpses on images x [B, C, H, W]:
+
+    l_0 ~ U(-1, 1)^2, h_0 = 0
+    for t in 1..T:  g_t = sensor(x, l_{t-1});  h_t = rnn(g_t, h_{t-1})
+                    l_t, log_pi_t = locator(h_t);  b_t = baseliner(h_t)
+    log p(y | x) = classifier(h_T)
+"""
+import paddle
+import paddle.nn as nn
+
+from modules import (ActionNetwork, BaselineNetwork, CoreNetwork, GlimpseNetwork,
+                     LocationNetwork)
+
+
+class RecurrentAttention(nn.Layer):
+    """Args: g patch size, k patches per glimpse, s scale between patches, c image channels,
+    h_g / h_l hidden sizes of the glimpse network, std of the location policy, hidden_size of
+    the core RNN, num_classes."""
+
+    def __init__(self, g, k, s, c, h_g, h_l, std, hidden_size, num_classes):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.sensor = GlimpseNetwork(h_g, h_l, g, k, s, c)
+        self.rnn = CoreNetwork(h_g + h_l, hidden_size)
+        self.locator = LocationNetwork(hidden_size, 2, std)
+        self.classifier = ActionNetwork(hidden_size, num_classes)
+        self.baseliner = BaselineNetwork(hidden_size, 1)
+
+    def forward(self, x, l_t_prev, h_t_prev, last=False, noise=None):
+        """One glimpse, as in the reference.
+
+        Args:
+            x: [B, C, H, W]; l_t_prev: [B, 2]; h_t_prev: [B, hidden_size];
+            noise: optional [B, 2] standard-normal draw for the location policy.
+        Returns:
+            (h_t [B, hidden], l_t [B, 2], b_t [B], log_pi [B]), with log_probas [B, classes]
+            inserted before log_pi when last=True.
+        """
+        g_t = self.sensor(x, l_t_prev)
+        h_t = self.rnn(g_t, h_t_prev)
+        log_pi, l_t = self.locator(h_t, noise)
+        b_t = self.baseliner(h_t).squeeze(1)
+        if last:
+            return h_t, l_t, b_t, self.classifier(h_t), log_pi
+        return h_t, l_t, b_t, log_pi
+
+    def rollout(self, x, num_glimpses, l_0=None, noise=None):
+        """A whole episode of num_glimpses glimpses.
+
+        Args:
+            x: [B, C, H, W]; l_0: optional first fixation [B, 2];
+            noise: optional location-policy noise [num_glimpses, B, 2] (exact, repeatable runs).
+        Returns:
+            log_probas [B, classes], log_pi [B, T], baselines [B, T], locs [T, B, 2]
+            where locs[t] is where glimpse t looked (locs[0] = l_0).
+        """
+        B = x.shape[0]
+        h_t = paddle.zeros([B, self.hidden_size], dtype=x.dtype)
+        # The first fixation is uniform over the image, drawn from Paddle's seeded generator.
+        l_t = paddle.uniform([B, 2], dtype=x.dtype, min=-1.0, max=1.0) if l_0 is None else l_0
+        locs, log_pis, baselines = [], [], []
+        for t in range(num_glimpses):
+            locs.append(l_t)
+            last = t == num_glimpses - 1
+            out = self(x, l_t, h_t, last=last, noise=None if noise is None else noise[t])
+            h_t, l_t, b_t, log_pi = out[0], out[1], out[2], out[-1]
+            log_pis.append(log_pi)
+            baselines.append(b_t)
+        return out[3], paddle.stack(log_pis, 1), paddle.stack(baselines, 1), paddle.stack(locs)

@@ -1,0 +1,163 @@
+"""The building blocks of the Recurrent Attention Model (Mnih et al., 2014).
+
+Five parts plus the REINFORCE baseline:
+
+    Retina           x, l_{t-1}       -> phi          (the glimpse sensor, no parameters)
+    GlimpseNetwork   x, l_{t-1}       -> g_t          (sensor + "what" and "where" layers)
+    CoreNetwork      g_t, h_{t-1}     -> h_t          (a plain ReLU RNN)
+    LocationNetwork  h_t              -> l_t, log_pi  (Gaussian policy over the next fixation)
+    ActionNetwork    h_t              -> log p(y)     (linear softmax classifier)
+    BaselineNetwork  h_t              -> b_t          (value estimate that reduces variance)
+
+Shapes use B for the batch, C channels, H x W pixels (Paddle is NCHW), k patches of g x g.
+Locations are in [-1, 1]: l[:, 0] is the column (x), l[:, 1] the row (y); (-1, -1) is the
+top-left corner of the image. Parameter names and shapes match the reference checkpoint
+(`sensor.fc1..fc4`, `rnn.i2h/h2h`, `locator.fc/fc_lt`, `classifier.fc`, `baseliner.fc`).
+"""
+import math
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+
+class Retina:
+    """Extracts a foveated glimpse: k nested square patches centred on one location.
+
+    Patch i has side g * s**i pixels and is average-pooled back to g x g, so the first patch
+    is sharp and later ones see more context at lower resolution. Pixels outside the image
+    read as zero. Everything is one batched gather (no per-sample loop, no host copy), so the
+    same code runs on a GPU.
+    """
+
+    def __init__(self, g, k, s):
+        self.g, self.k, self.s = int(g), int(k), int(s)
+        self.sizes = [self.g * self.s ** i for i in range(self.k)]
+
+    @staticmethod
+    def denormalize(size, coords):
+        """Map coords in [-1, 1] to integer pixel indices in [0, size]: floor((c + 1) * size / 2).
+
+        The operation order matches the reference so that float rounding agrees bit for bit.
+        """
+        return paddle.floor(0.5 * ((coords + 1.0) * size)).astype("int64")
+
+    def extract_patch(self, x, l, size):
+        """One size x size patch per image, centred (left/top of centre for even sizes) on l.
+
+        Args:
+            x: [B, C, H, W] images.
+            l: [B, 2] locations in [-1, 1].
+        Returns:
+            [B, C, size, size]; the patch covers [c - size // 2, c - size // 2 + size) on
+            each axis, c the denormalized centre, zeros outside the image.
+        """
+        B, C, H, W = x.shape
+        offsets = paddle.arange(size, dtype="int64") - size // 2                 # [size]
+        cols = self.denormalize(W, l[:, 0]).unsqueeze(1) + offsets               # [B, size]
+        rows = self.denormalize(H, l[:, 1]).unsqueeze(1) + offsets               # [B, size]
+        inside = (((rows >= 0) & (rows < H)).unsqueeze(2)
+                  & ((cols >= 0) & (cols < W)).unsqueeze(1))                     # [B, size, size]
+        # Clamped indices keep the gather in bounds; the mask zeroes what lies outside.
+        flat_idx = (rows.clip(0, H - 1).unsqueeze(2) * W
+                    + cols.clip(0, W - 1).unsqueeze(1))                          # [B, size, size]
+        flat_idx = flat_idx.reshape([B, 1, size * size]).expand([B, C, size * size])
+        patch = paddle.take_along_axis(x.reshape([B, C, H * W]), flat_idx, axis=2)
+        patch = patch * inside.reshape([B, 1, size * size]).astype(x.dtype)
+        return patch.reshape([B, C, size, size])
+
+    def foveate(self, x, l):
+        """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel."""
+        phi = []
+        for i, size in enumerate(self.sizes):
+            patch = self.extract_patch(x, l, size)
+            if i > 0:
+                patch = F.avg_pool2d(patch, kernel_size=size // self.g)
+            phi.append(patch)                                                    # [B, C, g, g]
+        phi = paddle.concat(phi, axis=1)                                         # [B, k*C, g, g]
+        return phi.reshape([phi.shape[0], -1])
+
+
+class GlimpseNetwork(nn.Layer):
+    """g_t = relu(fc3(relu(fc1(phi))) + fc4(relu(fc2(l_{t-1})))): "what" plus "where".
+
+    Args: h_g, h_l hidden sizes of the phi and location layers; g, k, s retina parameters;
+    c image channels. forward(x [B, C, H, W], l_t_prev [B, 2]) -> g_t [B, h_g + h_l].
+    """
+
+    def __init__(self, h_g, h_l, g, k, s, c):
+        super().__init__()
+        self.retina = Retina(g, k, s)
+        self.fc1 = nn.Linear(k * g * g * c, h_g)
+        self.fc2 = nn.Linear(2, h_l)
+        self.fc3 = nn.Linear(h_g, h_g + h_l)
+        self.fc4 = nn.Linear(h_l, h_g + h_l)
+
+    def forward(self, x, l_t_prev):
+        phi = self.retina.foveate(x, l_t_prev)
+        what = self.fc3(F.relu(self.fc1(phi)))
+        where = self.fc4(F.relu(self.fc2(l_t_prev)))
+        return F.relu(what + where)
+
+
+class CoreNetwork(nn.Layer):
+    """h_t = relu(i2h(g_t) + h2h(h_{t-1})). forward(g_t [B, in], h_prev [B, hid]) -> [B, hid]."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.i2h = nn.Linear(input_size, hidden_size)
+        self.h2h = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, g_t, h_t_prev):
+        return F.relu(self.i2h(g_t) + self.h2h(h_t_prev))
+
+
+class LocationNetwork(nn.Layer):
+    """Gaussian policy over the next fixation, mu = tanh(fc_lt(relu(fc(h_t)))), fixed std.
+
+    The policy reads a detached h_t: the location is learnt by REINFORCE alone, and the
+    classification loss never reaches these weights. forward(h_t [B, in], noise=None)
+    -> (log_pi [B], l_t [B, 2]). `noise` is the standard-normal draw [B, 2]; pass it to make
+    the rollout exact, leave it None to draw from Paddle's seeded generator.
+    """
+
+    def __init__(self, input_size, output_size, std):
+        super().__init__()
+        self.std = float(std)
+        self.fc = nn.Linear(input_size, input_size // 2)
+        self.fc_lt = nn.Linear(input_size // 2, output_size)
+
+    def forward(self, h_t, noise=None):
+        mu = paddle.tanh(self.fc_lt(F.relu(self.fc(h_t.detach()))))
+        if noise is None:
+            noise = paddle.randn(mu.shape, dtype=mu.dtype)
+        l_t = (mu + self.std * noise).detach()
+        # log N(l_t; mu, std) of the unclipped sample, summed over the two independent axes.
+        log_pi = (-((l_t - mu) ** 2) / (2 * self.std ** 2)
+                  - math.log(self.std) - 0.5 * math.log(2 * math.pi)).sum(axis=1)
+        return log_pi, l_t.clip(-1.0, 1.0)
+
+
+class ActionNetwork(nn.Layer):
+    """log_softmax(fc(h_t)): forward(h_t [B, in]) -> log-probabilities [B, num_classes]."""
+
+    def __init__(self, input_size, output_size):
+        super().__init__()
+        self.fc = nn.Linear(input_size, output_size)
+
+    def forward(self, h_t):
+        return F.log_softmax(self.fc(h_t), axis=1)
+
+
+class BaselineNetwork(nn.Layer):
+    """b_t = fc(h_t) on a detached h_t, so the baseline learns only from its own MSE.
+
+    forward(h_t [B, in]) -> [B, output_size].
+    """
+
+    def __init__(self, input_size, output_size):
+        super().__init__()
+        self.fc = nn.Linear(input_size, output_size)
+
+    def forward(self, h_t):
+        return self.fc(h_t.detach())

@@ -1,0 +1,305 @@
+"""Training, validation and test of RAM: the loss, the loop, checkpoints and logs.
+
+One function, `rollout_loss`, computes an episode and the hybrid loss for train (M = 1),
+validation and test (M Monte-Carlo samples per image); everything else here is bookkeeping.
+"""
+import glob
+import json
+import os
+import pickle
+import re
+import sys
+import time
+from typing import NamedTuple
+
+import paddle
+import paddle.nn.functional as F
+from tqdm import tqdm
+
+from model import RecurrentAttention
+from utils import ARCH_KEYS, RamError, get_logger, model_name
+
+
+class Episode(NamedTuple):
+    loss: paddle.Tensor        # [] hybrid loss
+    correct: paddle.Tensor     # [] number of correctly classified images (float)
+    log_probas: paddle.Tensor  # [B, classes], averaged over the M samples
+    locs: paddle.Tensor        # [T, M*B, 2] where each glimpse looked
+
+
+def rollout_loss(model, x, y, num_glimpses, M=1, reinforce_weight=0.01, l_0=None, noise=None):
+    """Run one episode on x [B, C, H, W] with labels y [B] and return its Episode.
+
+    Each image is seen M times (independent location samples); log-probabilities, baselines
+    and log_pi are averaged over the M copies, as the reference does. The hybrid loss is
+        NLL(log p(y)) + MSE(b_t, R) + reinforce_weight * mean_B sum_t -log_pi_t (R - b_t)
+    with R = 1 for a correct final classification, else 0, given at every step. l_0 [M*B, 2]
+    and noise [T, M*B, 2] make the episode exact (see RecurrentAttention.rollout).
+    """
+    B = x.shape[0]
+    if M > 1:
+        x = x.tile([M, 1, 1, 1])  # [M*B, C, H, W], copy m of image b at row m*B + b
+    log_probas, log_pi, baselines, locs = model.rollout(x, num_glimpses, l_0, noise)
+    log_probas = log_probas.reshape([M, B, -1]).mean(0)                   # [B, classes]
+    log_pi = log_pi.reshape([M, B, -1]).mean(0)                           # [B, T]
+    baselines = baselines.reshape([M, B, -1]).mean(0)                     # [B, T]
+
+    correct = (log_probas.argmax(1) == y).astype(log_probas.dtype)        # [B]
+    R = correct.unsqueeze(1).expand(baselines.shape)                      # [B, T]
+    loss_action = F.nll_loss(log_probas, y)
+    loss_baseline = F.mse_loss(baselines, R)
+    loss_reinforce = (-log_pi * (R - baselines.detach())).sum(1).mean()
+    loss = loss_action + loss_baseline + reinforce_weight * loss_reinforce
+    return Episode(loss, correct.sum(), log_probas, locs)
+
+
+def atomic_save(obj, path):
+    """paddle.save to a temporary file beside `path`, then rename: no half-written checkpoint."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    paddle.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint_file(path):
+    """Read a checkpoint dict, turning every failure into one RamError line."""
+    if not os.path.isfile(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        have = sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.pdparams")))
+        raise RamError(f"checkpoint {path} not found; {folder} holds: "
+                       f"{', '.join(have) if have else 'no .pdparams files'} "
+                       "(train first, or pass --ckpt, --ckpt_dir, --best or --last_epoch)")
+    try:
+        state = paddle.load(path)
+    except Exception as e:
+        raise RamError(f"cannot read checkpoint {path}: corrupt or not a Paddle file "
+                       f"({type(e).__name__}); use another checkpoint") from None
+    if not isinstance(state, dict) or "model_state" not in state:
+        raise RamError(f"{path} is not a RAM checkpoint (no 'model_state'); use a file written "
+                       "by main.py or converted by align.py")
+    return state
+
+
+def _rename_optim_keys(optim_state, rename):
+    """Optimizer accumulators are keyed '<param name>_<accumulator>'; rename the param part."""
+    out = {}
+    for key, value in optim_state.items():
+        for old, new in rename.items():
+            if key.startswith(old + "_"):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+class Trainer:
+    """Builds the model (from the flags or a checkpoint) and trains or tests it.
+
+    Checkpoints are dicts {epoch, model_state, optim_state, best_valid_acc, counter, elapsed,
+    config}; the reference's files (no counter/elapsed/config) load as well.
+    """
+
+    def __init__(self, config, device="cpu"):
+        self.config = config
+        self.device = device
+        state = None
+        if config.resume or not config.is_train:
+            state = load_checkpoint_file(self.checkpoint_path())
+            self._check_or_adopt_arch(state)
+        self.name = model_name(config)
+        os.makedirs(config.logs_dir, exist_ok=True)
+        self.logger = get_logger("ram", os.path.join(config.logs_dir, self.name + ".log"))
+        self.model = RecurrentAttention(
+            config.patch_size, config.num_patches, config.glimpse_scale, 1,
+            config.glimpse_hidden, config.loc_hidden, config.std, config.hidden_size, 10)
+        self.scheduler = paddle.optimizer.lr.ReduceOnPlateau(
+            learning_rate=config.init_lr, mode="max", factor=config.lr_factor,
+            patience=config.lr_patience)
+        self.optimizer = paddle.optimizer.Adam(
+            learning_rate=self.scheduler, parameters=self.model.parameters(),
+            weight_decay=config.weight_decay or None)
+        self.epoch, self.best_valid_acc, self.counter, self.elapsed = 0, 0.0, 0, 0.0
+        if state is not None:
+            self._restore(state)
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_path(self, best=None, epoch=None):
+        """The file to load (no arguments: as the flags say) or to write."""
+        c = self.config
+        if best is None and epoch is None:
+            if c.ckpt:
+                return c.ckpt
+            best = c.best
+            epoch = c.last_epoch or self._latest_epoch()
+        stem = os.path.join(c.ckpt_dir, model_name(c))
+        return f"{stem}_model_best.pdparams" if best else f"{stem}_ckpt{epoch}.pdparams"
+
+    def _latest_epoch(self):
+        pattern = os.path.join(self.config.ckpt_dir, model_name(self.config) + "_ckpt*.pdparams")
+        epochs = [int(m.group(1)) for p in glob.glob(pattern)
+                  if (m := re.search(r"_ckpt(\d+)\.pdparams$", p))]
+        return max(epochs, default=0)
+
+    def _check_or_adopt_arch(self, state):
+        stored = state.get("config") or {}
+        diff = [k for k in ARCH_KEYS if k in stored and stored[k] != getattr(self.config, k)]
+        if self.config.ckpt:
+            for k in diff:
+                setattr(self.config, k, stored[k])
+        elif diff:
+            path = self.checkpoint_path()
+            raise RamError(f"checkpoint {path} was trained with " + ", ".join(
+                f"{k}={stored[k]} (flags: {getattr(self.config, k)})" for k in diff)
+                + f"; pass matching flags, or --ckpt {path} to adopt its architecture")
+
+    def _restore(self, state):
+        path = self.checkpoint_path()
+        own = self.model.state_dict()
+        theirs = state["model_state"]
+        problems = [f"missing {k}" for k in own if k not in theirs]
+        problems += [f"unexpected {k}" for k in theirs if k not in own]
+        problems += [f"{k} has shape {list(theirs[k].shape)}, model needs {list(v.shape)}"
+                     for k, v in own.items() if k in theirs and list(theirs[k].shape) != list(v.shape)]
+        if problems:
+            raise RamError(f"checkpoint {path} does not fit this architecture ({model_name(self.config)}): "
+                           + "; ".join(problems) + ". Pass the flags it was trained with, or --ckpt")
+        self.model.set_state_dict(theirs)
+        self.epoch = int(state.get("epoch", 0))
+        self.best_valid_acc = float(state.get("best_valid_acc", 0.0))
+        self.counter = int(state.get("counter", 0))
+        self.elapsed = float(state.get("elapsed", 0.0))
+        if self.config.is_train and state.get("optim_state"):
+            optim = _rename_optim_keys(state["optim_state"], {
+                k: p.name for k, p in self.model.state_dict().items()})
+            if not self.config.resume_lr:
+                optim.pop("LR_Scheduler", None)
+            self.optimizer.set_state_dict(optim)
+
+    def save_checkpoint(self, best=False):
+        state = {
+            "epoch": self.epoch,
+            "model_state": self.model.state_dict(),
+            # Keyed by structured parameter names, so that the file does not depend on the
+            # order in which a process happened to create its layers.
+            "optim_state": _rename_optim_keys(self.optimizer.state_dict(), {
+                p.name: k for k, p in self.model.state_dict().items()}),
+            "best_valid_acc": self.best_valid_acc,
+            "counter": self.counter,
+            "elapsed": self.elapsed,
+            "config": vars(self.config).copy(),
+        }
+        path = self.checkpoint_path(best=best, epoch=self.epoch)
+        atomic_save(state, path)
+        return path
+
+    def save_params_json(self):
+        os.makedirs(self.config.ckpt_dir, exist_ok=True)
+        path = os.path.join(self.config.ckpt_dir, self.name + "_params.json")
+        with open(path, "w") as f:
+            json.dump(vars(self.config), f, indent=2, sort_keys=True)
+
+    # ---------------------------------------------------------------- loops
+    def _episode(self, x, y, M=1):
+        c = self.config
+        return rollout_loss(self.model, x, y, c.num_glimpses, M, c.reinforce_weight)
+
+    @paddle.no_grad()
+    def evaluate(self, loader, M=1):
+        """Mean loss, accuracy (%) and #correct over a loader, M samples per image."""
+        self.model.eval()
+        loss_sum, correct = paddle.zeros([]), paddle.zeros([])
+        for x, y in loader:
+            ep = self._episode(x, y, M)
+            loss_sum += ep.loss * x.shape[0]
+            correct += ep.correct
+        n = loader.num_samples
+        correct = int(round(correct.item()))
+        return loss_sum.item() / n, 100.0 * correct / n, correct
+
+    def train_one_epoch(self, loader):
+        """One pass over the training loader; returns mean loss and accuracy (%)."""
+        self.model.train()
+        loss_sum, correct = paddle.zeros([]), paddle.zeros([])
+        seen, n = 0, loader.num_samples
+        dump = self.config.plot_freq and (self.epoch + 1) % self.config.plot_freq == 0
+        with tqdm(total=n, desc=f"epoch {self.epoch + 1}", file=sys.stdout, leave=False,
+                  mininterval=1.0, dynamic_ncols=True) as bar:
+            for i, (x, y) in enumerate(loader):
+                ep = self._episode(x, y)
+                self.optimizer.clear_grad()
+                ep.loss.backward()
+                self.optimizer.step()
+                B = x.shape[0]
+                loss_sum += ep.loss.detach() * B
+                correct += ep.correct
+                seen += B
+                if dump and i == 0:
+                    self.dump_glimpses(x, ep.locs)
+                bar.update(B)
+                if (i + 1) % self.config.print_freq == 0:  # the only host sync in the loop
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                                    acc=f"{100 * correct.item() / seen:.2f}")
+        return loss_sum.item() / n, 100.0 * correct.item() / n
+
+    def dump_glimpses(self, x, locs):
+        """Save 9 images [9, H, W] and their fixations [T, 9, 2] for plot_glimpses.py."""
+        folder = os.path.join(self.config.plot_dir, self.name)
+        os.makedirs(folder, exist_ok=True)
+        for prefix, value in (("g", x[:9, 0]), ("l", locs[:, :9])):
+            with open(os.path.join(folder, f"{prefix}_{self.epoch + 1}.p"), "wb") as f:
+                pickle.dump(value.numpy(), f)
+
+    def train(self, train_loader, valid_loader):
+        c = self.config
+        self.save_params_json()
+        writer = None
+        if c.use_tensorboard:
+            from tensorboardX import SummaryWriter
+            writer = SummaryWriter(os.path.join(c.logs_dir, self.name))
+        self.logger.info(f"[*] {self.name} on {self.device}: train on {train_loader.num_samples}, "
+                         f"validate on {valid_loader.num_samples} images, "
+                         f"epochs {self.epoch + 1}..{c.epochs}")
+        try:
+            while self.epoch < c.epochs:
+                train_loader.set_epoch(self.epoch)
+                lr = self.optimizer.get_lr()
+                tic = time.time()
+                train_loss, train_acc = self.train_one_epoch(train_loader)
+                val_loss, val_acc, _ = self.evaluate(valid_loader, c.M)
+                self.scheduler.step(val_acc)
+                secs = time.time() - tic
+                self.epoch += 1
+                self.elapsed += secs
+                is_best = val_acc > self.best_valid_acc
+                self.best_valid_acc = max(val_acc, self.best_valid_acc)
+                self.counter = 0 if is_best else self.counter + 1
+                self.logger.info(
+                    f"epoch {self.epoch}/{c.epochs} | lr {lr:.3e} | train loss {train_loss:.4f} "
+                    f"acc {train_acc:.2f} | val loss {val_loss:.4f} acc {val_acc:.2f} "
+                    f"err {100 - val_acc:.2f} | {secs:.1f}s, total {self.elapsed / 60:.1f} min"
+                    + (" [*]" if is_best else ""))
+                if writer:
+                    for tag, v in (("train/loss", train_loss), ("train/acc", train_acc),
+                                   ("val/loss", val_loss), ("val/acc", val_acc), ("lr", lr)):
+                        writer.add_scalar(tag, v, self.epoch)
+                if is_best:
+                    self.save_checkpoint(best=True)
+                stop = self.counter > c.train_patience
+                if stop or self.epoch % c.save_freq == 0 or self.epoch == c.epochs:
+                    self.save_checkpoint()
+                if stop:
+                    self.logger.info("[!] No improvement in a while, stopping training.")
+                    break
+        except KeyboardInterrupt:
+            path = self.save_checkpoint()
+            self.logger.info(f"\n[!] Interrupted: saved {path}; resume with: python main.py "
+                             f"--resume=True --best False --last_epoch {self.epoch}")
+        finally:
+            if writer:
+                writer.close()
+
+    def test(self, test_loader):
+        _, acc, correct = self.evaluate(test_loader, self.config.M)
+        self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
+                         f"({acc:.2f}% - {100 - acc:.2f}%)")
+        return acc

@@ -1,0 +1,95 @@
+"""Small shared helpers: errors, names, seeding, device and thread set-up, logging, plots."""
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+
+
+class RamError(Exception):
+    """A user-facing problem (bad data, checkpoint or config). main.py prints it as one line."""
+
+
+# Config fields that define the network (and its input); a checkpoint stores them so that it
+# describes itself, and they must agree with the flags unless the checkpoint is adopted.
+ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimpse_hidden",
+             "num_glimpses", "hidden_size", "std")
+
+
+def model_name(config):
+    """ram_{glimpses}_{g}x{g}_{scales}: the one name behind ckpt/, logs/ and plots/ files."""
+    return "ram_{}_{}x{}_{}".format(config.num_glimpses, config.patch_size, config.patch_size,
+                                    config.num_patches)
+
+
+def set_seed(seed):
+    """Seed every generator the program uses (Python, NumPy, Paddle): randomness lives here."""
+    import paddle
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def configure_threads():
+    """Give the math library (MKL) every core but keep OpenMP at one thread.
+
+    The step is a chain of small GEMMs plus many tiny element-wise ops: MKL threads speed the
+    GEMMs up, while OpenMP threads cost more in fork/join than they gain on the tiny ops.
+    A user's explicit MKL_NUM_THREADS / OMP_NUM_THREADS win.
+    """
+    import paddle
+    threads = int(os.environ.get("MKL_NUM_THREADS", os.cpu_count() or 1))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    paddle.base.core.set_num_threads(threads)
+    return threads
+
+
+def select_device(device="auto", use_gpu=True):
+    """Set and return Paddle's device: 'gpu' when compiled with CUDA and a GPU is present."""
+    import paddle
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" and not has_gpu:
+        raise RamError("--device gpu was asked for, but this Paddle build has no CUDA or sees no "
+                       "GPU; install paddlepaddle-gpu for your CUDA or use --device cpu")
+    use = "gpu" if (device == "gpu" or (device == "auto" and use_gpu and has_gpu)) else "cpu"
+    paddle.set_device(use)
+    return use
+
+
+def get_logger(name, log_file=None):
+    """A logger printing plain lines to stdout and, if given, appending them to log_file."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(h)
+    return logger
+
+
+def save_image_grid(images, path, titles=None, nrow=3):
+    """Save a nrow x nrow grid of greyscale images [N, H, W] as a PNG (headless)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = min(len(images), nrow * nrow)
+    fig, axes = plt.subplots(nrow, nrow, figsize=(2 * nrow, 2 * nrow))
+    for i, ax in enumerate(np.asarray(axes).ravel()):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i], cmap="gray")
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
