@@ -2,26 +2,27 @@
 import sys
 import warnings
 
+from utils import RamError, select_device, set_seed, tune_cpu_env
+
+MKL_THREADS = tune_cpu_env()  # before anything imports Paddle: MKL reads it once, at load
 # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
 warnings.filterwarnings("ignore", message="No ccache found")
 
-import data_loader
-from config import check_config, get_config
-from trainer import Trainer
-from utils import RamError, configure_threads, select_device, set_seed
+import data_loader  # noqa: E402  (after tune_cpu_env on purpose)
+from config import check_config, get_config  # noqa: E402
+from trainer import Trainer  # noqa: E402
 
 
 def main(argv=None):
     config = get_config(argv)
     try:
-        warnings = check_config(config)
-        threads = configure_threads()
+        notes = check_config(config)
         device = select_device(config.device, config.use_gpu)
         set_seed(config.random_seed)
         trainer = Trainer(config, device)
-        trainer.logger.info(f"[*] Device: {device}" + (f" ({threads} MKL threads)" if device == "cpu" else ""))
-        for w in warnings:
-            trainer.logger.info(w)
+        trainer.logger.info(f"[*] Device: {device}" + (f" ({MKL_THREADS} MKL threads)" if device == "cpu" else ""))
+        for note in notes:
+            trainer.logger.info(note)
         if config.is_train:
             train, valid = data_loader.get_train_valid_loader(
                 config.data_dir, config.batch_size, config.random_seed, config.valid_size,

@@ -26,55 +26,76 @@ class Retina:
 
     Patch i has side g * s**i pixels and is average-pooled back to g x g, so the first patch
     is sharp and later ones see more context at lower resolution. Pixels outside the image
-    read as zero. Everything is one batched gather (no per-sample loop, no host copy), so the
-    same code runs on a GPU.
+    read as zero. All k patches of the whole batch come from one gather (no per-sample loop,
+    no host copy), so the same code runs on a GPU.
     """
 
     def __init__(self, g, k, s):
         self.g, self.k, self.s = int(g), int(k), int(s)
         self.sizes = [self.g * self.s ** i for i in range(self.k)]
+        self._offsets = None
 
     @staticmethod
     def denormalize(size, coords):
         """Map coords in [-1, 1] to integer pixel indices in [0, size]: floor((c + 1) * size / 2).
 
-        The operation order matches the reference so that float rounding agrees bit for bit.
+        `size` may be a tensor [2] of (W, H) for coords [B, 2]. The operation order matches
+        the reference so that float rounding agrees bit for bit.
         """
         return paddle.floor(0.5 * ((coords + 1.0) * size)).astype("int64")
 
-    def extract_patch(self, x, l, size):
-        """One size x size patch per image, centred (left/top of centre for even sizes) on l.
+    def _patch_offsets(self):
+        """(dx, dy), each [N = sum_i size_i**2]: every patch pixel's offset from the centre;
+        patch i occupies a contiguous, row-major run of size_i**2 entries."""
+        if self._offsets is None:
+            dx, dy = [], []
+            for size in self.sizes:
+                d = paddle.arange(size, dtype="int64") - size // 2
+                dx.append(d.tile([size]))
+                dy.append(d.repeat_interleave(size))
+            self._offsets = paddle.concat(dx), paddle.concat(dy)
+        return self._offsets
+
+    def extract_patches(self, x, l):
+        """All k patches at full resolution.
 
         Args:
             x: [B, C, H, W] images.
             l: [B, 2] locations in [-1, 1].
         Returns:
-            [B, C, size, size]; the patch covers [c - size // 2, c - size // 2 + size) on
-            each axis, c the denormalized centre, zeros outside the image.
+            list of k tensors [B, C, size_i, size_i]; patch i covers
+            [c - size_i // 2, c - size_i // 2 + size_i) on each axis, c the denormalized
+            centre, zeros outside the image.
         """
         B, C, H, W = x.shape
-        offsets = paddle.arange(size, dtype="int64") - size // 2                 # [size]
-        cols = self.denormalize(W, l[:, 0]).unsqueeze(1) + offsets               # [B, size]
-        rows = self.denormalize(H, l[:, 1]).unsqueeze(1) + offsets               # [B, size]
-        inside = (((rows >= 0) & (rows < H)).unsqueeze(2)
-                  & ((cols >= 0) & (cols < W)).unsqueeze(1))                     # [B, size, size]
+        dx, dy = self._patch_offsets()
+        c = self.denormalize(paddle.to_tensor([W, H], dtype=l.dtype), l)         # [B, 2] (col, row)
+        cols = c[:, 0:1] + dx                                                    # [B, N]
+        rows = c[:, 1:2] + dy                                                    # [B, N]
+        inside = (cols >= 0) & (cols < W) & (rows >= 0) & (rows < H)             # [B, N]
         # Clamped indices keep the gather in bounds; the mask zeroes what lies outside.
-        flat_idx = (rows.clip(0, H - 1).unsqueeze(2) * W
-                    + cols.clip(0, W - 1).unsqueeze(1))                          # [B, size, size]
-        flat_idx = flat_idx.reshape([B, 1, size * size]).expand([B, C, size * size])
-        patch = paddle.take_along_axis(x.reshape([B, C, H * W]), flat_idx, axis=2)
-        patch = patch * inside.reshape([B, 1, size * size]).astype(x.dtype)
-        return patch.reshape([B, C, size, size])
+        # (Cheaper than padding the images, whose cost grows with the widest patch.)
+        idx = (rows.clip(0, H - 1) * W + cols.clip(0, W - 1)).unsqueeze(1)        # [B, 1, N]
+        if C > 1:
+            idx = idx.expand([B, C, idx.shape[2]])
+        pixels = paddle.take_along_axis(x.reshape([B, C, H * W]), idx, axis=2,
+                                        broadcast=False)                         # [B, C, N]
+        pixels = pixels * inside.unsqueeze(1).astype(x.dtype)
+        patches, start = [], 0
+        for size in self.sizes:
+            patches.append(pixels[:, :, start:start + size * size].reshape([B, C, size, size]))
+            start += size * size
+        return patches
+
+    def extract_patch(self, x, l, size):
+        """One size x size patch per image: [B, C, size, size], as in extract_patches."""
+        return Retina(size, 1, 1).extract_patches(x, l)[0]
 
     def foveate(self, x, l):
         """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel."""
-        phi = []
-        for i, size in enumerate(self.sizes):
-            patch = self.extract_patch(x, l, size)
-            if i > 0:
-                patch = F.avg_pool2d(patch, kernel_size=size // self.g)
-            phi.append(patch)                                                    # [B, C, g, g]
-        phi = paddle.concat(phi, axis=1)                                         # [B, k*C, g, g]
+        phi = [p if i == 0 else F.avg_pool2d(p, kernel_size=p.shape[-1] // self.g)
+               for i, p in enumerate(self.extract_patches(x, l))]                # k x [B, C, g, g]
+        phi = paddle.concat(phi, axis=1) if self.k > 1 else phi[0]               # [B, k*C, g, g]
         return phi.reshape([phi.shape[0], -1])
 
 

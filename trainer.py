@@ -216,6 +216,14 @@ class Trainer:
         correct = int(round(correct.item()))
         return loss_sum.item() / n, 100.0 * correct / n, correct
 
+    def train_step(self, x, y):
+        """One optimisation step on a batch x [B, C, H, W], y [B]; returns its Episode."""
+        ep = self._episode(x, y)
+        self.optimizer.clear_grad()
+        ep.loss.backward()
+        self.optimizer.step()
+        return ep
+
     def train_one_epoch(self, loader):
         """One pass over the training loader; returns mean loss and accuracy (%)."""
         self.model.train()
@@ -225,10 +233,7 @@ class Trainer:
         with tqdm(total=n, desc=f"epoch {self.epoch + 1}", file=sys.stdout, leave=False,
                   mininterval=1.0, dynamic_ncols=True) as bar:
             for i, (x, y) in enumerate(loader):
-                ep = self._episode(x, y)
-                self.optimizer.clear_grad()
-                ep.loss.backward()
-                self.optimizer.step()
+                ep = self.train_step(x, y)
                 B = x.shape[0]
                 loss_sum += ep.loss.detach() * B
                 correct += ep.correct

@@ -31,18 +31,30 @@ def set_seed(seed):
     paddle.seed(seed)
 
 
-def configure_threads():
-    """Give the math library (MKL) every core but keep OpenMP at one thread.
+def cpu_vendor():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
-    The step is a chain of small GEMMs plus many tiny element-wise ops: MKL threads speed the
-    GEMMs up, while OpenMP threads cost more in fork/join than they gain on the tiny ops.
-    A user's explicit MKL_NUM_THREADS / OMP_NUM_THREADS win.
+
+def tune_cpu_env(threads=None):
+    """Set the math-library environment; must run before Paddle (and so MKL) is imported.
+
+    MKL picks a slow generic code path on AMD CPUs; MKL_DEBUG_CPU_TYPE=5 selects its AVX2
+    kernels there (2x faster on these EPYC machines). OpenMP stays at one thread: its
+    fork/join costs more than it gains on RAM's many tiny element-wise ops. MKL gets
+    `threads` (default: every core). Values the user exported win.
     """
-    import paddle
-    threads = int(os.environ.get("MKL_NUM_THREADS", os.cpu_count() or 1))
+    if "AMD" in cpu_vendor():
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    paddle.base.core.set_num_threads(threads)
-    return threads
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads or os.cpu_count() or 1))
+    return int(os.environ["MKL_NUM_THREADS"])
 
 
 def select_device(device="auto", use_gpu=True):

@@ -1,0 +1,134 @@
+"""Training throughput of the real step (Trainer.train_step, what `python main.py` runs) and the
+GEMM floor of this machine for the same shapes.
+
+    python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20]
+
+For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
+batches and report the median samples/s. Then time Paddle's matmul alone on every GEMM one
+training step performs (forward, weight gradient, input gradient) and print the implied
+floor: FLOPs per sample / matmul rate. The last line is `samples/s: N` for batch 128.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from utils import tune_cpu_env  # noqa: E402
+
+MKL_THREADS = tune_cpu_env()  # before Paddle loads, exactly as main.py
+
+import paddle  # noqa: E402
+
+import data_loader  # noqa: E402
+from config import get_config  # noqa: E402
+from trainer import Trainer  # noqa: E402
+from utils import select_device, set_seed  # noqa: E402
+
+
+def gemms(config):
+    """Every (m-independent) GEMM of one training step per image, as (k, n, count, kind).
+
+    A Linear(in, out) costs 2*in*out FLOPs per image forward, the same again for its weight
+    gradient, and again for its input gradient when its input needs one. fc1/fc2 read the
+    retina and the location (no gradient), locator.fc and baseliner read a detached h_t.
+    """
+    c = config
+    hg, hl, hid = c.glimpse_hidden, c.loc_hidden, c.hidden_size
+    phi = c.num_patches * c.patch_size ** 2
+    per_glimpse = [  # (in, out, input needs a gradient)
+        (phi, hg, False), (2, hl, False), (hg, hg + hl, True), (hl, hg + hl, True),
+        (hg + hl, hid, True), (hid, hid, True), (hid, hid // 2, False), (hid // 2, 2, True),
+        (hid, 1, False)]
+    out = []
+    for fan_in, fan_out, input_grad in per_glimpse:
+        out.append((fan_in, fan_out, c.num_glimpses, input_grad))
+    out.append((hid, 10, 1, True))  # classifier, last glimpse only
+    return out
+
+
+def gemm_floor(config, batch, repeats=50):
+    """(FLOPs per image, seconds per image) of the step's GEMMs run alone, back to back."""
+    flops, seconds = 0.0, 0.0
+    for fan_in, fan_out, count, input_grad in gemms(config):
+        a = paddle.randn([batch, fan_in])
+        w = paddle.randn([fan_in, fan_out])
+        g = paddle.randn([batch, fan_out])
+        ops = [lambda: paddle.matmul(a, w), lambda: paddle.matmul(a, g, transpose_x=True)]
+        if input_grad:
+            ops.append(lambda: paddle.matmul(g, w, transpose_y=True))
+        for op in ops:
+            for _ in range(5):
+                op()
+            tic = time.perf_counter()
+            for _ in range(repeats):
+                op()
+            seconds += count * (time.perf_counter() - tic) / repeats / batch
+            flops += count * 2.0 * fan_in * fan_out
+    return flops, seconds
+
+
+def throughput(trainer, loader, windows, steps):
+    """Median samples/s over `windows` timed windows of `steps` training steps each."""
+    trainer.model.train()
+    batches = iter(loader)
+
+    def batch():
+        nonlocal batches
+        try:
+            return next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            return next(batches)
+
+    for _ in range(steps):  # warm-up
+        trainer.train_step(*batch())
+    rates = []
+    for _ in range(windows):
+        data = [batch() for _ in range(steps)]
+        tic = time.perf_counter()
+        for x, y in data:
+            ep = trainer.train_step(x, y)
+        ep.loss.item()  # wait for the device before stopping the clock
+        rates.append(sum(x.shape[0] for x, _ in data) / (time.perf_counter() - tic))
+    return statistics.median(rates), rates
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=None,
+                   help="batch sizes to time (default: 128 and the config default)")
+    p.add_argument("--windows", type=int, default=7)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
+    args = p.parse_args()
+
+    default = get_config([])
+    sizes = args.batch_sizes or sorted({128, default.batch_size})
+    device = select_device("auto")
+    print(f"device {device}, MKL threads {MKL_THREADS}, "
+          f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', '-')}")
+    results = {}
+    scratch = tempfile.mkdtemp(prefix="ram_bench_")
+    for bs in sizes:
+        config = get_config(["--batch_size", str(bs), "--data_dir", args.data_dir,
+                             "--logs_dir", scratch, "--ckpt_dir", scratch])
+        set_seed(config.random_seed)
+        trainer = Trainer(config, device)
+        train, _ = data_loader.get_train_valid_loader(config.data_dir, bs, config.random_seed)
+        rate, rates = throughput(trainer, train, args.windows, args.steps)
+        flops, floor_s = gemm_floor(config, bs)
+        results[bs] = rate
+        print(f"batch {bs}: {rate:,.0f} samples/s (median; windows "
+              f"{', '.join(f'{r:,.0f}' for r in rates)}) | GEMMs {flops / 1e6:.2f} MFLOP/sample "
+              f"at {flops / floor_s / 1e9:.1f} GFLOP/s alone -> floor {1 / floor_s:,.0f} samples/s"
+              f" | step at {rate * floor_s:.2f} of the floor ({1 / (rate * floor_s):.2f}x slower)")
+    print(f"samples/s: {results.get(128, next(iter(results.values()))):.0f}")
+
+
+if __name__ == "__main__":
+    main()
