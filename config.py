@@ -45,6 +45,13 @@ g.add_argument("--reinforce_weight", type=float, default=0.01,
                help="weight of the REINFORCE term in the hybrid loss")
 
 g = group("Data Params")
+g.add_argument("--dataset", choices=("mnist", "translated", "cluttered"), default="mnist",
+               help="mnist: 28x28 digits; translated: a digit at a random place on a blank "
+                    "canvas; cluttered: translated plus 8x8 pieces of other digits")
+g.add_argument("--canvas", type=int, default=60,
+               help="side of the translated/cluttered image in pixels (the paper: 60, 100)")
+g.add_argument("--clutter", type=int, default=None,
+               help="# 8x8 clutter pieces for --dataset cluttered (default: 4 up to 60x60, else 8)")
 g.add_argument("--valid_size", type=float, default=0.1,
                help="fraction of the training set held out for validation, in [0, 1)")
 g.add_argument("--batch_size", type=int, default=128, help="# images per batch")
@@ -99,8 +106,9 @@ g.add_argument("--plot_freq", type=int, default=1,
                help="dump glimpses for plot_glimpses.py every N epochs (0: never)")
 
 
-def check_config(config, image_size=28):
-    """Reject impossible values with one line that names the flag and the fix.
+def check_config(config):
+    """Reject impossible values with one line that names the flag and the fix; settle the
+    values that depend on others (canvas and clutter by dataset).
 
     Returns warnings (strings) for legal but suspicious values.
     """
@@ -119,6 +127,16 @@ def check_config(config, image_size=28):
         need(getattr(config, name) >= 2, f"--{name} must be >= 2 (got {getattr(config, name)})")
     need(config.save_freq >= 1, f"--save_freq must be >= 1 (got {config.save_freq})")
     need(config.print_freq >= 1, f"--print_freq must be >= 1 (got {config.print_freq})")
+    if config.dataset == "mnist":
+        config.canvas, config.clutter = 28, 0
+    else:
+        need(config.canvas >= 28, f"--canvas must be >= 28, the digits' size (got {config.canvas})")
+        if config.dataset == "translated":
+            config.clutter = 0
+        elif config.clutter is None:
+            config.clutter = 4 if config.canvas <= 60 else 8
+        need(config.clutter >= 0, f"--clutter must be >= 0 (got {config.clutter})")
+    image_size = config.canvas
     need(config.valid_size > 0 or not config.is_train,
          "--valid_size 0 leaves nothing to validate on; training needs e.g. --valid_size 0.1")
     warnings = []

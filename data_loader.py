@@ -1,7 +1,16 @@
-"""MNIST as in-memory tensors, batched by index on the training device.
+"""MNIST and the paper's translated / cluttered variants, batched on the training device.
 
 The four idx files are read from `data_dir` or `data_dir/MNIST` (.gz or raw). Missing files
 are fetched with Paddle's own downloader; offline, a one-line error names what to put where.
+
+Datasets (`--dataset`):
+  mnist       the 28x28 digits.
+  translated  each digit placed at a uniformly random position fully inside a blank
+              canvas x canvas image (the paper: 60x60).
+  cluttered   the same, plus `clutter` random 8x8 pieces cut from other random digits of the
+              same split, pasted at random positions (the paper: 4 at 60x60, 8 at 100x100).
+Training canvases are drawn afresh every epoch from (random_seed, epoch); validation and test
+canvases are fixed by VALID_SEED and TEST_SEED, identical on every run and machine.
 """
 import gzip
 import os
@@ -11,6 +20,14 @@ import numpy as np
 from utils import RamError, save_image_grid
 
 MEAN, STD = 0.1307, 0.3081
+VALID_SEED, TEST_SEED = 20140624, 20141208  # fixed evaluation canvases (any run, any machine)
+PIECE = 8                                   # side of a clutter piece, as in the paper
+DATASETS = ("mnist", "translated", "cluttered")
+
+
+def default_clutter(canvas):
+    """The paper's clutter density: 4 pieces on 60x60, 8 on 100x100."""
+    return 4 if canvas <= 60 else 8
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -85,10 +102,14 @@ class TensorLoader:
 
     def __init__(self, images, labels, batch_size, shuffle=False, seed=0):
         import paddle
-        self.x = paddle.to_tensor(normalize(images))
+        self.x = paddle.to_tensor(self._prepare(images))
         self.y = paddle.to_tensor(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
+
+    @staticmethod
+    def _prepare(images):
+        return normalize(images)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -100,18 +121,105 @@ class TensorLoader:
     def num_samples(self):
         return len(self.y)
 
+    def _batch(self, idx):
+        """idx: int64 [B] sample indices -> (x [B, C, H, W], y [B])."""
+        import paddle
+        return paddle.gather(self.x, idx), paddle.gather(self.y, idx)
+
     def __iter__(self):
         import paddle
         n = self.num_samples
+        order = np.arange(n)
         if self.shuffle:
             order = np.random.RandomState([self.seed, self.epoch]).permutation(n)
-            order = paddle.to_tensor(order)
+        order = paddle.to_tensor(order)
         for start in range(0, n, self.batch_size):
-            if self.shuffle:
-                idx = order[start:start + self.batch_size]
-                yield paddle.gather(self.x, idx), paddle.gather(self.y, idx)
-            else:
-                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            yield self._batch(order[start:start + self.batch_size])
+
+
+class CanvasLoader(TensorLoader):
+    """Translated (clutter=0) or cluttered MNIST on a canvas x canvas image, built per batch.
+
+    Every sample has a row of placement parameters: the digit's top-left corner, and for each
+    clutter piece its source digit, the corner of the 8x8 crop in it and where it is pasted.
+    A batch is composed on the device by one scatter-max of all pieces into a blank canvas.
+    With `fixed_seed` the parameters never change (evaluation sets); otherwise they are drawn
+    again for every epoch from (seed, epoch).
+    """
+
+    def __init__(self, images, labels, batch_size, canvas, clutter=0, shuffle=False, seed=0,
+                 fixed_seed=None):
+        import paddle
+        n, h, w = images.shape
+        if canvas < max(h, w):
+            raise RamError(f"--canvas {canvas} is smaller than the {h}x{w} digits; use at least {max(h, w)}")
+        super().__init__(images, labels, batch_size, shuffle, seed)
+        self.canvas, self.clutter, self.fixed_seed, self.digit = canvas, clutter, fixed_seed, h
+        r, c = np.divmod(np.arange(h * h), h)
+        pr, pc = np.divmod(np.arange(PIECE * PIECE), PIECE)
+        # Flat offsets of a digit / a piece from its corner, on the canvas and in a source digit.
+        self.digit_on_canvas = paddle.to_tensor(r * canvas + c)
+        self.piece_on_canvas = paddle.to_tensor(pr * canvas + pc)
+        self.piece_in_digit = paddle.to_tensor(pr * h + pc)
+        self.params = self._draw(fixed_seed) if fixed_seed is not None else None
+
+    @staticmethod
+    def _prepare(images):
+        return images.reshape(len(images), -1).astype(np.float32) / 255.0   # [N, h*w] in [0, 1]
+
+    def _draw(self, seed):
+        """Placement parameters [N, 2 + 5 * clutter] int64 for every sample, from `seed`."""
+        import paddle
+        rng = np.random.RandomState(seed)
+        n, K, free, crop = self.num_samples, self.clutter, self.canvas - self.digit, self.digit - PIECE
+        corner = rng.randint(0, free + 1, size=(n, 2))                       # digit row, col
+        # Clutter comes from other digits: a non-zero shift of the sample's own index.
+        source = (np.arange(n)[:, None] + rng.randint(1, max(n, 2), size=(n, K))) % n
+        crop_at = rng.randint(0, crop + 1, size=(n, K, 2))
+        paste_at = rng.randint(0, self.canvas - PIECE + 1, size=(n, K, 2))
+        cols = [corner, source, crop_at.reshape(n, -1), paste_at.reshape(n, -1)]
+        return paddle.to_tensor(np.concatenate(cols, axis=1).astype(np.int64))
+
+    def set_epoch(self, epoch):
+        super().set_epoch(epoch)
+        if self.fixed_seed is None:
+            self.params = None  # drawn lazily, once per epoch
+
+    def _batch(self, idx):
+        import paddle
+        if self.params is None:
+            self.params = self._draw([self.seed, self.epoch])
+        p = paddle.gather(self.params, idx)                                   # [B, 2 + 5K]
+        B, K, N = idx.shape[0], self.clutter, self.canvas
+        where = [(p[:, 0] * N + p[:, 1]).unsqueeze(1) + self.digit_on_canvas]  # [B, h*h]
+        pixels = [paddle.gather(self.x, idx)]                                 # [B, h*h]
+        if K:
+            source = p[:, 2:2 + K]                                            # [B, K]
+            crop = p[:, 2 + K:2 + 3 * K].reshape([B, K, 2])
+            paste = p[:, 2 + 3 * K:].reshape([B, K, 2])
+            src = paddle.gather(self.x, source.flatten()).reshape([B, K, -1])  # [B, K, h*h]
+            in_src = ((crop[:, :, 0] * self.digit + crop[:, :, 1]).unsqueeze(2)
+                      + self.piece_in_digit)                                  # [B, K, 64]
+            pixels.append(paddle.take_along_axis(src, in_src, axis=2, broadcast=False)
+                          .reshape([B, -1]))
+            where.append(((paste[:, :, 0] * N + paste[:, :, 1]).unsqueeze(2)
+                          + self.piece_on_canvas).reshape([B, -1]))
+        blank = paddle.zeros([B, N * N], dtype=self.x.dtype)
+        canvas = paddle.put_along_axis(blank, paddle.concat(where, 1), paddle.concat(pixels, 1),
+                                       axis=1, reduce="amax", broadcast=False)
+        x = ((canvas - MEAN) / STD).reshape([B, 1, N, N])
+        return x, paddle.gather(self.y, idx)
+
+
+def make_loader(images, labels, batch_size, dataset="mnist", canvas=60, clutter=None,
+                shuffle=False, seed=0, fixed_seed=None):
+    """A TensorLoader (mnist) or CanvasLoader (translated, cluttered) over these images."""
+    if dataset == "mnist":
+        return TensorLoader(images, labels, batch_size, shuffle, seed)
+    if dataset not in DATASETS:
+        raise RamError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    k = 0 if dataset == "translated" else (default_clutter(canvas) if clutter is None else clutter)
+    return CanvasLoader(images, labels, batch_size, canvas, k, shuffle, seed, fixed_seed)
 
 
 def split_indices(n, valid_size, seed, shuffle=True):
@@ -124,19 +232,23 @@ def split_indices(n, valid_size, seed, shuffle=True):
 
 
 def get_train_valid_loader(data_dir, batch_size, random_seed, valid_size=0.1, shuffle=True,
-                           show_sample=False, plot_dir="plots"):
+                           show_sample=False, plot_dir="plots", dataset="mnist", canvas=60,
+                           clutter=None):
     """Train and validation loaders over the MNIST training split."""
     images, labels = load_mnist(data_dir, "train")
     train_idx, valid_idx = split_indices(len(labels), valid_size, random_seed, shuffle)
+    train = make_loader(images[train_idx], labels[train_idx], batch_size, dataset, canvas,
+                        clutter, shuffle, random_seed)
+    valid = make_loader(images[valid_idx], labels[valid_idx], batch_size, dataset, canvas,
+                        clutter, fixed_seed=VALID_SEED)
     if show_sample:
-        path = save_image_grid(images[train_idx[:9]], os.path.join(plot_dir, "mnist_sample.png"),
-                               titles=labels[train_idx[:9]])
+        x, y = next(iter(train))
+        path = save_image_grid(x[:9, 0].numpy(), os.path.join(plot_dir, f"{dataset}_sample.png"),
+                               titles=y[:9].numpy())
         print(f"[*] Saved a 3x3 sample of the training images to {path}")
-    train = TensorLoader(images[train_idx], labels[train_idx], batch_size, shuffle, random_seed)
-    valid = TensorLoader(images[valid_idx], labels[valid_idx], batch_size)
     return train, valid
 
 
-def get_test_loader(data_dir, batch_size):
+def get_test_loader(data_dir, batch_size, dataset="mnist", canvas=60, clutter=None):
     images, labels = load_mnist(data_dir, "test")
-    return TensorLoader(images, labels, batch_size)
+    return make_loader(images, labels, batch_size, dataset, canvas, clutter, fixed_seed=TEST_SEED)

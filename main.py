@@ -26,10 +26,12 @@ def main(argv=None):
         if config.is_train:
             train, valid = data_loader.get_train_valid_loader(
                 config.data_dir, config.batch_size, config.random_seed, config.valid_size,
-                config.shuffle, config.show_sample, config.plot_dir)
+                config.shuffle, config.show_sample, config.plot_dir, config.dataset,
+                config.canvas, config.clutter)
             trainer.train(train, valid)
         else:
-            trainer.test(data_loader.get_test_loader(config.data_dir, config.batch_size))
+            trainer.test(data_loader.get_test_loader(
+                config.data_dir, config.batch_size, config.dataset, config.canvas, config.clutter))
     except RamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

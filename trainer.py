@@ -302,6 +302,17 @@ class Trainer:
         finally:
             if writer:
                 writer.close()
+        self.plot_curves()
+
+    def plot_curves(self):
+        """Learning curves of this model's log (all runs, resumed ones included) as a PNG."""
+        from plot_glimpses import plot_curves
+        log = os.path.join(self.config.logs_dir, self.name + ".log")
+        out = os.path.join(self.config.plot_dir, self.name + "_curves.png")
+        try:
+            self.logger.info(f"[*] Learning curves: {plot_curves(log, out)}")
+        except RamError as e:  # no finished epoch yet: nothing to draw, nothing lost
+            self.logger.info(f"[!] No learning curves: {e}")
 
     def test(self, test_loader):
         _, acc, correct = self.evaluate(test_loader, self.config.M)

@@ -14,13 +14,16 @@ class RamError(Exception):
 # Config fields that define the network (and its input); a checkpoint stores them so that it
 # describes itself, and they must agree with the flags unless the checkpoint is adopted.
 ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimpse_hidden",
-             "num_glimpses", "hidden_size", "std")
+             "num_glimpses", "hidden_size", "std", "dataset", "canvas", "clutter")
 
 
 def model_name(config):
-    """ram_{glimpses}_{g}x{g}_{scales}: the one name behind ckpt/, logs/ and plots/ files."""
-    return "ram_{}_{}x{}_{}".format(config.num_glimpses, config.patch_size, config.patch_size,
+    """ram_{glimpses}_{g}x{g}_{scales}[_{dataset}{canvas}]: the one name behind ckpt/, logs/
+    and plots/ files, e.g. ram_6_8x8_1 (MNIST) or ram_6_12x12_3_cluttered60."""
+    name = "ram_{}_{}x{}_{}".format(config.num_glimpses, config.patch_size, config.patch_size,
                                     config.num_patches)
+    dataset = getattr(config, "dataset", "mnist")
+    return name if dataset == "mnist" else f"{name}_{dataset}{config.canvas}"
 
 
 def set_seed(seed):
