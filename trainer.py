@@ -80,6 +80,35 @@ def load_checkpoint_file(path):
     return state
 
 
+def adopt_arch(config, state):
+    """Copy the architecture stored in a checkpoint (if any) onto config; returns what changed."""
+    stored = state.get("config") or {}
+    diff = [k for k in ARCH_KEYS if k in stored and stored[k] != getattr(config, k, None)]
+    for k in diff:
+        setattr(config, k, stored[k])
+    return diff
+
+
+def build_model(config):
+    """The RecurrentAttention that `config` describes (1 channel, 10 classes: MNIST)."""
+    return RecurrentAttention(
+        config.patch_size, config.num_patches, config.glimpse_scale, 1, config.glimpse_hidden,
+        config.loc_hidden, config.std, config.hidden_size, 10)
+
+
+def load_model_state(model, state, path, name):
+    """Load state['model_state'] into model after checking every key and shape (one RamError)."""
+    own, theirs = model.state_dict(), state["model_state"]
+    problems = [f"missing {k}" for k in own if k not in theirs]
+    problems += [f"unexpected {k}" for k in theirs if k not in own]
+    problems += [f"{k} has shape {list(theirs[k].shape)}, model needs {list(v.shape)}"
+                 for k, v in own.items() if k in theirs and list(theirs[k].shape) != list(v.shape)]
+    if problems:
+        raise RamError(f"checkpoint {path} does not fit this architecture ({name}): "
+                       + "; ".join(problems) + ". Pass the flags it was trained with, or --ckpt")
+    model.set_state_dict(theirs)
+
+
 def _rename_optim_keys(optim_state, rename):
     """Optimizer accumulators are keyed '<param name>_<accumulator>'; rename the param part."""
     out = {}
@@ -109,9 +138,7 @@ class Trainer:
         self.name = model_name(config)
         os.makedirs(config.logs_dir, exist_ok=True)
         self.logger = get_logger("ram", os.path.join(config.logs_dir, self.name + ".log"))
-        self.model = RecurrentAttention(
-            config.patch_size, config.num_patches, config.glimpse_scale, 1,
-            config.glimpse_hidden, config.loc_hidden, config.std, config.hidden_size, 10)
+        self.model = build_model(config)
         self.scheduler = paddle.optimizer.lr.ReduceOnPlateau(
             learning_rate=config.init_lr, mode="max", factor=config.lr_factor,
             patience=config.lr_patience)
@@ -141,29 +168,16 @@ class Trainer:
         return max(epochs, default=0)
 
     def _check_or_adopt_arch(self, state):
-        stored = state.get("config") or {}
-        diff = [k for k in ARCH_KEYS if k in stored and stored[k] != getattr(self.config, k)]
-        if self.config.ckpt:
-            for k in diff:
-                setattr(self.config, k, stored[k])
-        elif diff:
-            path = self.checkpoint_path()
+        """--ckpt adopts the checkpoint's architecture; otherwise the flags must match it."""
+        flags, path = {k: getattr(self.config, k) for k in ARCH_KEYS}, self.checkpoint_path()
+        diff = adopt_arch(self.config, state)
+        if diff and not self.config.ckpt:
             raise RamError(f"checkpoint {path} was trained with " + ", ".join(
-                f"{k}={stored[k]} (flags: {getattr(self.config, k)})" for k in diff)
+                f"{k}={getattr(self.config, k)} (flags: {flags[k]})" for k in diff)
                 + f"; pass matching flags, or --ckpt {path} to adopt its architecture")
 
     def _restore(self, state):
-        path = self.checkpoint_path()
-        own = self.model.state_dict()
-        theirs = state["model_state"]
-        problems = [f"missing {k}" for k in own if k not in theirs]
-        problems += [f"unexpected {k}" for k in theirs if k not in own]
-        problems += [f"{k} has shape {list(theirs[k].shape)}, model needs {list(v.shape)}"
-                     for k, v in own.items() if k in theirs and list(theirs[k].shape) != list(v.shape)]
-        if problems:
-            raise RamError(f"checkpoint {path} does not fit this architecture ({model_name(self.config)}): "
-                           + "; ".join(problems) + ". Pass the flags it was trained with, or --ckpt")
-        self.model.set_state_dict(theirs)
+        load_model_state(self.model, state, self.checkpoint_path(), self.name)
         self.epoch = int(state.get("epoch", 0))
         self.best_valid_acc = float(state.get("best_valid_acc", 0.0))
         self.counter = int(state.get("counter", 0))

@@ -1,0 +1,568 @@
+"""Pictures of where RAM looks, and of how its training went.
+
+Three modes:
+
+    python plot_glimpses.py --plot_dir plots/<model_name>/ --epoch N
+        Animates the glimpses the trainer dumped at epoch N (g_N.p images, l_N.p locations):
+        writes epoch_N.gif (one frame per glimpse), epoch_N.png (the numbered fixation path
+        per image) and epoch_N.mp4 when ffmpeg is on PATH, into that plot_dir.
+
+    python plot_glimpses.py --ckpt <file> [--data_dir ./data] [--num_images 9] [--out <dir>]
+        Runs the checkpoint on the first test images and writes glimpses.gif (the nested retina
+        boxes at each glimpse, true and predicted label), glimpses.png (the fixation path per
+        image), retina.png (the patches the network received for one image) and glimpses.mp4
+        when ffmpeg is on PATH.
+
+    python plot_glimpses.py --curves logs/<model_name>.log [--out plots/<model_name>_curves.png]
+        Learning curves (accuracy, loss, learning rate per epoch) from a training log.
+
+Importing this module is cheap and has no side effects: Paddle and matplotlib are imported
+when a function needs them, and figures are drawn on their own Agg canvas (no pyplot state,
+no window), so the trainer can call `plot_curves` in-process.
+
+Where a box is drawn: glimpse t looks at l = locs[t] in [-1, 1] (x = column, y = row); the
+Retina's centre pixel is c = floor(0.5 * (l + 1) * W) per axis, and its patch of side
+`size` covers pixels [c - size // 2, c - size // 2 + size). `pixel_centre` is the one place
+that maps locations to pixels, and `glimpse_boxes` turns it into those pixel rectangles.
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from utils import RamError
+
+DPI = 80                 # every figure is saved at this dpi: pixel sizes are deterministic
+PANEL = 2.25             # inches per image in an animation frame (180 px at 80 dpi)
+HEADER = 0.5             # inches above the grid for the frame's title (40 px)
+STRIP_PANEL = 1.25       # inches per image in the static strips (100 px)
+FRAME_MS = 800           # how long each glimpse stays on screen in the animations
+SCALE_COLORS = ("#ff2a2a", "#ffb000", "#00d0ff", "#7cff4a", "#ff4af0")
+MEAN, STD = 0.1307, 0.3081   # MNIST normalisation (data_loader.py): pixel 0 and 1 map to
+VMIN, VMAX = (0 - MEAN) / STD, (1 - MEAN) / STD   # these, so every panel shares one grey scale
+
+EPOCH_LINE = re.compile(
+    r"epoch (\d+)/\d+ \| lr (\S+) \| train loss (\S+) acc (\S+) \| "
+    r"val loss (\S+) acc (\S+) err (\S+)")
+
+
+# ---------------------------------------------------------------------------- geometry
+def pixel_centre(coords, size):
+    """Locations in [-1, 1] -> integer pixel indices, exactly as modules.Retina.denormalize.
+
+    floor(0.5 * ((coords + 1) * size)) in float32 and in the Retina's operation order, so
+    the result agrees with the network's bit for bit (coords = 1 gives `size`, one pixel
+    past the image, as in the reference).
+    """
+    c = np.asarray(coords, dtype=np.float32)
+    return np.floor(np.float32(0.5) * ((c + np.float32(1.0)) * np.float32(size))).astype(np.int64)
+
+
+def glimpse_boxes(loc, H, W, g, k, s):
+    """The k retina patches of one glimpse as pixel rectangles.
+
+    Args: loc [2] in [-1, 1] (x, y); H, W image size; g patch size, k patches, s scale.
+    Returns: [(x0, y0, size)] for i = 0..k-1, size = g * s**i: the patch covers columns
+    x0 .. x0 + size - 1 and rows y0 .. y0 + size - 1 (possibly partly outside the image),
+    i.e. exactly the pixels modules.Retina reads (extract_patches). Drawn over imshow, whose
+    pixel j spans j - 0.5 .. j + 0.5, that is the rectangle with lower-left corner
+    (x0 - 0.5, y0 - 0.5) and width = height = size.
+    """
+    cx = int(pixel_centre(loc[0], W))
+    cy = int(pixel_centre(loc[1], H))
+    boxes = []
+    for i in range(int(k)):
+        size = int(g) * int(s) ** i
+        boxes.append((cx - size // 2, cy - size // 2, size))
+    return boxes
+
+
+def crop_box(image, box):
+    """The pixels of `image` [H, W] inside box (x0, y0, size), zeros outside the image."""
+    x0, y0, size = box
+    H, W = image.shape
+    out = np.zeros((size, size), dtype=image.dtype)
+    r0, r1 = max(y0, 0), min(y0 + size, H)
+    c0, c1 = max(x0, 0), min(x0 + size, W)
+    if r0 < r1 and c0 < c1:
+        out[r0 - y0:r1 - y0, c0 - x0:c1 - x0] = image[r0:r1, c0:c1]
+    return out
+
+
+# ---------------------------------------------------------------------------- drawing
+def _figure(width_in, height_in):
+    """A matplotlib Figure on its own Agg canvas: no pyplot, no backend switch, no window."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _to_rgb(fig):
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _show(ax, image):
+    H, W = image.shape
+    ax.imshow(image, cmap="gray", vmin=VMIN, vmax=VMAX, interpolation="nearest")
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def draw_boxes(ax, loc, H, W, g, k, s, linewidth=1.6):
+    """Draw the k nested retina boxes of one fixation on an imshow axes; returns the patches."""
+    from matplotlib.patches import Rectangle
+    drawn = []
+    for i, (x0, y0, size) in enumerate(glimpse_boxes(loc, H, W, g, k, s)):
+        rect = Rectangle((x0 - 0.5, y0 - 0.5), size, size, fill=False,
+                         edgecolor=SCALE_COLORS[i % len(SCALE_COLORS)], linewidth=linewidth)
+        ax.add_patch(rect)
+        drawn.append(rect)
+    return drawn
+
+
+def _centres(locs_one, H, W):
+    """[T, 2] locations of one image -> pixel centres (xs, ys)."""
+    locs_one = np.asarray(locs_one)
+    return pixel_centre(locs_one[:, 0], W), pixel_centre(locs_one[:, 1], H)
+
+
+def _draw_path(ax, locs_one, H, W, upto=None, numbers=True):
+    """The fixation path of one image (glimpses 0..upto), numbered from 1."""
+    xs, ys = _centres(locs_one, H, W)
+    n = len(xs) if upto is None else upto + 1
+    ax.plot(xs[:n], ys[:n], "-", color="#40c0ff", linewidth=1.0, alpha=0.9)
+    ax.plot(xs[:n], ys[:n], "o", color="#40c0ff", markersize=2.5)
+    if numbers:
+        for t in range(n):
+            ax.text(xs[t], ys[t], str(t + 1), color="yellow", fontsize=7, fontweight="bold",
+                    ha="center", va="center", clip_on=True,
+                    bbox=dict(boxstyle="round,pad=0.1", fc="black", ec="none", alpha=0.6))
+
+
+def grid_shape(n):
+    """(rows, cols) of the animation grid for n images: ceil(sqrt(n)) columns."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    return math.ceil(n / cols), cols
+
+
+def frame_size(n):
+    """(width, height) in pixels of every animation frame for n images (540 x 580 for 9)."""
+    rows, cols = grid_shape(n)
+    return int(round(cols * PANEL * DPI)), int(round((rows * PANEL + HEADER) * DPI))
+
+
+def render_frames(images, locs, g, k, s, titles=None, title_colors=None, header=""):
+    """One RGB frame [h, w, 3] per glimpse: every image with its k boxes at that fixation.
+
+    images [n, H, W], locs [T, n, 2]; titles / title_colors: one per image; header: text put
+    before 'glimpse t/T' at the top of each frame (it also keeps every frame distinct, so a
+    GIF writer never merges two of them).
+    """
+    n, H, W = images.shape
+    T = locs.shape[0]
+    rows, cols = grid_shape(n)
+    width_in, height_in = cols * PANEL, rows * PANEL + HEADER
+    frames = []
+    for t in range(T):
+        fig = _figure(width_in, height_in)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        fig.subplots_adjust(left=0.03, right=0.97, bottom=0.02,
+                            top=1 - (HEADER + 0.05) / height_in, wspace=0.12, hspace=0.28)
+        for i, ax in enumerate(axes.ravel()):
+            if i >= n:
+                ax.axis("off")
+                continue
+            _show(ax, images[i])
+            _draw_path(ax, locs[:, i], H, W, upto=t, numbers=False)
+            draw_boxes(ax, locs[t, i], H, W, g, k, s)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=10, pad=3,
+                             color="black" if title_colors is None else title_colors[i])
+        fig.suptitle(f"{header}glimpse {t + 1}/{T}", fontsize=12,
+                     y=1 - 0.12 / height_in, va="top")
+        frames.append(_to_rgb(fig))
+    return frames
+
+
+def render_strips(images, locs, g, k, s, path, row_titles=None, row_colors=None, header=""):
+    """Static PNG, one row per image: its numbered fixation path, then each glimpse's boxes."""
+    n, H, W = images.shape
+    T = locs.shape[0]
+    width_in, height_in = (T + 1) * STRIP_PANEL, n * STRIP_PANEL + 0.45
+    fig = _figure(width_in, height_in)
+    axes = fig.subplots(n, T + 1, squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=1 - 0.5 / height_in,
+                        wspace=0.06, hspace=0.3)
+    for i in range(n):
+        ax = axes[i, 0]
+        _show(ax, images[i])
+        _draw_path(ax, locs[:, i], H, W)
+        ax.set_title("path" if row_titles is None else row_titles[i], fontsize=8, pad=2,
+                     color="black" if row_colors is None else row_colors[i])
+        for t in range(T):
+            ax = axes[i, t + 1]
+            _show(ax, images[i])
+            draw_boxes(ax, locs[t, i], H, W, g, k, s, linewidth=1.2)
+            ax.set_title(f"glimpse {t + 1}", fontsize=7, pad=2)
+    fig.suptitle(header + "numbered fixation path, then the retina boxes of each glimpse",
+                 fontsize=9, y=1 - 0.08 / height_in, va="top")
+    _save(fig, path)
+    return path
+
+
+def render_retina(image, locs_one, patches, g, k, s, path, header=""):
+    """What the network received from one image: per glimpse (columns) the image with the
+    boxes, then the k patches [T, k, g, g] exactly as fed to the glimpse network."""
+    H, W = image.shape
+    T = len(locs_one)
+    width_in, height_in = max(T, 3) * 1.3, (k + 1) * 1.3 + 0.5
+    fig = _figure(width_in, height_in)
+    axes = fig.subplots(k + 1, T, squeeze=False)
+    fig.subplots_adjust(left=0.09, right=0.99, bottom=0.02, top=1 - 0.55 / height_in,
+                        wspace=0.08, hspace=0.12)
+    for t in range(T):
+        ax = axes[0, t]
+        _show(ax, image)
+        draw_boxes(ax, locs_one[t], H, W, g, k, s, linewidth=1.2)
+        ax.set_title(f"glimpse {t + 1}", fontsize=8, pad=2)
+        for i in range(k):
+            ax = axes[i + 1, t]
+            ax.imshow(patches[t, i], cmap="gray", vmin=VMIN, vmax=VMAX, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_edgecolor(SCALE_COLORS[i % len(SCALE_COLORS)])
+                side.set_linewidth(1.5)
+    axes[0, 0].set_ylabel("image", fontsize=8)
+    for i in range(k):
+        size = g * s ** i
+        axes[i + 1, 0].set_ylabel(f"{size}x{size}" + (f"\n->{g}x{g}" if size != g else ""),
+                                  fontsize=7)
+    for ax in axes[:, T:].ravel():
+        ax.axis("off")
+    fig.suptitle(header + "what the network received", fontsize=9,
+                 y=1 - 0.08 / height_in, va="top")
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+
+
+def save_gif(frames, path, frame_ms=FRAME_MS):
+    """Write RGB frames as a looping GIF with Pillow (no ffmpeg needed)."""
+    from PIL import Image
+    ims = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
+           for f in frames]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ims[0].save(path, save_all=True, append_images=ims[1:], duration=frame_ms, loop=0)
+    return path
+
+
+def save_mp4(frames, path, frame_ms=FRAME_MS):
+    """Write an MP4 with ffmpeg when it is on PATH; returns the path, or None (no ffmpeg or
+    ffmpeg failed: a warning on stderr, since the GIF is written anyway)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if not ffmpeg:
+        return None
+    h, w = frames[0].shape[:2]
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{w}x{h}", "-r", f"{1000.0 / frame_ms:g}", "-i", "-",
+           "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", path]
+    try:
+        done = subprocess.run(cmd, input=b"".join(np.ascontiguousarray(f).tobytes()
+                                                  for f in frames),
+                              capture_output=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"warning: ffmpeg could not write {path} ({type(e).__name__}); the GIF is there",
+              file=sys.stderr)
+        return None
+    if done.returncode != 0 or not os.path.isfile(path):
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        print(f"warning: ffmpeg could not write {path} ({last}); the GIF is there",
+              file=sys.stderr)
+        return None
+    return path
+
+
+def write_animation(frames, stem, frame_ms=FRAME_MS):
+    """stem.gif always, stem.mp4 too when ffmpeg is available; returns the written paths."""
+    written = [save_gif(frames, stem + ".gif", frame_ms)]
+    mp4 = save_mp4(frames, stem + ".mp4", frame_ms)
+    if mp4:
+        written.append(mp4)
+    return written
+
+
+# ---------------------------------------------------------------------------- dump mode
+def _load_pickle(path, what):
+    if not os.path.isfile(path):
+        raise RamError(f"{what} {path} not found")
+    try:
+        with open(path, "rb") as f:
+            return np.asarray(pickle.load(f))
+    except Exception as e:
+        raise RamError(f"cannot read {what} {path} ({type(e).__name__}); it is not a pickle "
+                       "written by the trainer") from None
+
+
+def _latest_dump(plot_dir):
+    epochs = [int(m.group(1)) for p in glob.glob(os.path.join(plot_dir, "g_*.p"))
+              if (m := re.search(r"g_(\d+)\.p$", p))]
+    if not epochs:
+        raise RamError(f"no glimpse dumps (g_<epoch>.p) in {plot_dir}; train with --plot_freq "
+                       "1, or pass the plot_dir of your model (plots/<model_name>/)")
+    return max(epochs)
+
+
+def retina_params(args, plot_dir):
+    """(g, k, s) for dump mode: the flags win, then <ckpt_dir>/<model_name>_params.json, then
+    the defaults 8, 1, 1. Returns also where they came from."""
+    stored, source = {}, "defaults"
+    name = os.path.basename(os.path.normpath(plot_dir))
+    params = os.path.join(args.ckpt_dir, name + "_params.json")
+    if os.path.isfile(params):
+        try:
+            with open(params) as f:
+                stored, source = json.load(f), params
+        except (OSError, ValueError):
+            stored = {}
+    g = args.patch_size or stored.get("patch_size", 8)
+    k = args.num_patches or stored.get("num_patches", 1)
+    s = args.glimpse_scale or stored.get("glimpse_scale", 1)
+    return int(g), int(k), int(s), source
+
+
+def plot_dump(args):
+    plot_dir = args.plot_dir
+    if not os.path.isdir(plot_dir):
+        raise RamError(f"plot dir {plot_dir} not found; pass --plot_dir plots/<model_name>/")
+    epoch = args.epoch if args.epoch is not None else _latest_dump(plot_dir)
+    images = _load_pickle(os.path.join(plot_dir, f"g_{epoch}.p"), "glimpse dump")
+    locs = _load_pickle(os.path.join(plot_dir, f"l_{epoch}.p"), "location dump")
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or locs.ndim != 3 or locs.shape[2] != 2 or locs.shape[1] != len(images):
+        raise RamError(f"dumps of epoch {epoch} in {plot_dir} do not fit: images {images.shape}"
+                       f" should be [n, H, W] and locations {locs.shape} [T, n, 2]")
+    g, k, s, _ = retina_params(args, plot_dir)
+    images, locs = images.astype(np.float32), locs.astype(np.float32)
+    stem = os.path.join(plot_dir, f"epoch_{epoch}")
+    frames = render_frames(images, locs, g, k, s,
+                           titles=[f"#{i + 1}" for i in range(len(images))],
+                           header=f"epoch {epoch}: ")
+    written = write_animation(frames, stem, args.frame_ms)
+    written.append(render_strips(images, locs, g, k, s, stem + ".png",
+                                 header=f"epoch {epoch}: "))
+    return written
+
+
+# ---------------------------------------------------------------------------- checkpoint mode
+def load_model(ckpt):
+    """The checkpoint's model in eval mode and its config (config.py defaults, with the
+    architecture and dataset stored in the checkpoint). Every failure is one RamError line."""
+    from config import check_config, get_config
+    from trainer import adopt_arch, build_model, load_checkpoint_file, load_model_state
+    from utils import model_name
+    state = load_checkpoint_file(ckpt)
+    cfg = get_config(["--is_train", "False"])
+    adopt_arch(cfg, state)
+    check_config(cfg)
+    model = build_model(cfg)
+    load_model_state(model, state, ckpt, model_name(cfg))
+    model.eval()
+    return model, cfg
+
+
+def run_model(model, x, num_glimpses, seed):
+    """One seeded rollout on x [n, 1, H, W] (numpy). Returns locs [T, n, 2], predictions [n]
+    and the patches the network received [T, n, k, g, g]."""
+    import paddle
+    from utils import set_seed
+    set_seed(seed)
+    retina = model.sensor.retina
+    with paddle.no_grad():
+        xt = paddle.to_tensor(x)
+        log_probas, _, _, locs = model.rollout(xt, num_glimpses)
+        patches = [retina.foveate(xt, locs[t]).reshape([x.shape[0], retina.k, retina.g, retina.g])
+                   for t in range(num_glimpses)]
+        patches = paddle.stack(patches)
+    return locs.numpy(), log_probas.argmax(1).numpy(), patches.numpy()
+
+
+def plot_checkpoint(args):
+    import data_loader
+    from utils import model_name
+    if args.num_images < 1:
+        raise RamError(f"--num_images must be >= 1 (got {args.num_images})")
+    model, cfg = load_model(args.ckpt)
+    # The first test images of the checkpoint's own dataset (fixed canvases for translated
+    # and cluttered), exactly as main.py tests it.
+    x, y = next(iter(data_loader.get_test_loader(args.data_dir, args.num_images, cfg.dataset,
+                                                 cfg.canvas, cfg.clutter)))
+    x, y = x.numpy(), y.numpy()
+    n = len(y)
+    T = int(cfg.num_glimpses)
+    locs, pred, patches = run_model(model, x, T, args.random_seed)
+    g, k, s = int(cfg.patch_size), int(cfg.num_patches), int(cfg.glimpse_scale)
+    out = args.out or os.path.join("plots", model_name(cfg))
+    imgs = x[:, 0]
+    titles = [f"true {y[i]}  pred {pred[i]}" for i in range(n)]
+    colors = ["#0a8a0a" if pred[i] == y[i] else "#d00000" for i in range(n)]
+    acc = f"{int((pred == y).sum())}/{n} right, "
+    frames = render_frames(imgs, locs, g, k, s, titles, colors, header=acc)
+    written = write_animation(frames, os.path.join(out, "glimpses"), args.frame_ms)
+    written.append(render_strips(imgs, locs, g, k, s, os.path.join(out, "glimpses.png"),
+                                 titles, colors))
+    j = min(max(args.retina_image, 0), n - 1)
+    written.append(render_retina(imgs[j], locs[:, j], patches[:, j], g, k, s,
+                                 os.path.join(out, "retina.png"),
+                                 header=f"test image {j} (true {y[j]}, pred {pred[j]}): "))
+    return written
+
+
+# ---------------------------------------------------------------------------- learning curves
+def parse_log(log_file):
+    """The per-epoch lines of a training log, the last occurrence of each epoch (a resumed run
+    repeats some), sorted by epoch: dict of arrays epoch, lr, train_loss, train_acc,
+    val_loss, val_acc."""
+    if not os.path.isfile(log_file):
+        raise RamError(f"log file {log_file} not found; training writes logs/<model_name>.log")
+    rows = {}
+    with open(log_file, errors="replace") as f:
+        for line in f:
+            m = EPOCH_LINE.search(line)
+            if m:
+                try:
+                    rows[int(m.group(1))] = [float(v) for v in m.groups()[1:6]]
+                except ValueError:
+                    continue
+    if not rows:
+        raise RamError(f"{log_file} has no epoch lines ('epoch N/M | lr ... | train loss ... "
+                       "| val loss ...'); train for at least one epoch first")
+    epochs = sorted(rows)
+    table = np.array([rows[e] for e in epochs], dtype=np.float64)
+    names = ("lr", "train_loss", "train_acc", "val_loss", "val_acc")
+    out = {"epoch": np.array(epochs)}
+    out.update({name: table[:, i] for i, name in enumerate(names)})
+    return out
+
+
+def plot_curves(log_file, out_png):
+    """Three panels (accuracy, loss, learning rate per epoch) from a training log -> out_png.
+
+    Raises RamError when the log is missing or has no epoch lines. Returns out_png.
+    """
+    c = parse_log(log_file)
+    ep = c["epoch"]
+    marker = "o" if len(ep) <= 30 else None
+    fig = _figure(12, 3.6)
+    ax_acc, ax_loss, ax_lr = fig.subplots(1, 3)
+    ax_acc.plot(ep, c["train_acc"], marker=marker, ms=3, label="train")
+    ax_acc.plot(ep, c["val_acc"], marker=marker, ms=3, label="validation")
+    best = int(np.nanargmax(c["val_acc"])) if np.isfinite(c["val_acc"]).any() else 0
+    ax_acc.plot(ep[best], c["val_acc"][best], "*", color="red", ms=11,
+                label=f"best {c['val_acc'][best]:.2f}% (epoch {ep[best]})")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_loss.plot(ep, c["train_loss"], marker=marker, ms=3, label="train")
+    ax_loss.plot(ep, c["val_loss"], marker=marker, ms=3, label="validation")
+    ax_loss.set_ylabel("hybrid loss")
+    ax_lr.plot(ep, c["lr"], marker=marker, ms=3, color="purple", drawstyle="steps-post")
+    if (c["lr"] > 0).all():
+        ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    for ax, title in ((ax_acc, "accuracy"), (ax_loss, "loss"), (ax_lr, "learning rate")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8, loc="lower right")
+    ax_loss.legend(fontsize=8, loc="upper right")
+    name = os.path.splitext(os.path.basename(log_file))[0]
+    fig.suptitle(f"{name}: {len(ep)} epochs", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out_png)
+    return out_png
+
+
+# ---------------------------------------------------------------------------- CLI
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Plot RAM's glimpses (from the trainer's dumps or by running a checkpoint) "
+                    "and its learning curves. Writes GIF + PNG (and MP4 if ffmpeg is on PATH).",
+        epilog="Examples: python plot_glimpses.py --plot_dir plots/ram_6_8x8_1/ --epoch 10 | "
+               "python plot_glimpses.py --ckpt ckpt/ram_6_8x8_1_model_best.pdparams --out "
+               "plots/ram_6_8x8_1 | python plot_glimpses.py --curves logs/ram_6_8x8_1.log")
+    mode = p.add_argument_group("mode (exactly one)")
+    mode.add_argument("--plot_dir", help="dump mode: the folder holding g_<epoch>.p and "
+                      "l_<epoch>.p (plots/<model_name>/); the outputs go there too")
+    mode.add_argument("--ckpt", help="checkpoint mode: run this checkpoint on test images")
+    mode.add_argument("--curves", metavar="LOG", help="learning curves of this training log")
+    d = p.add_argument_group("dump mode")
+    d.add_argument("--epoch", type=int, default=None,
+                   help="the epoch whose dumps to plot (default: the latest in --plot_dir)")
+    d.add_argument("--patch_size", type=int, default=None,
+                   help="retina g for the boxes (default: <ckpt_dir>/<model_name>_params.json, "
+                        "else 8)")
+    d.add_argument("--num_patches", type=int, default=None, help="retina k (default: json, else 1)")
+    d.add_argument("--glimpse_scale", type=int, default=None,
+                   help="retina s (default: json, else 1)")
+    d.add_argument("--ckpt_dir", default="./ckpt", help="where <model_name>_params.json is")
+    c = p.add_argument_group("checkpoint mode")
+    c.add_argument("--data_dir", default="./data", help="folder with the MNIST idx files")
+    c.add_argument("--num_images", type=int, default=9, help="# first test images to show")
+    c.add_argument("--random_seed", type=int, default=1,
+                   help="seed of the first fixation and the location noise")
+    c.add_argument("--retina_image", type=int, default=0,
+                   help="which of the shown images retina.png details (0-based)")
+    p.add_argument("--out", default=None,
+                   help="checkpoint mode: output folder (default plots/<model_name>); curves: "
+                        "output PNG (default plots/<log stem>_curves.png)")
+    p.add_argument("--frame_ms", type=int, default=FRAME_MS, help="ms per animation frame")
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    modes = [m for m in ("plot_dir", "ckpt", "curves") if getattr(args, m)]
+    if len(modes) != 1:
+        parser.error("pass exactly one of --plot_dir (with --epoch), --ckpt or --curves")
+    if args.frame_ms < 1:
+        parser.error(f"--frame_ms must be >= 1 (got {args.frame_ms})")
+    try:
+        if args.curves:
+            stem = os.path.splitext(os.path.basename(args.curves))[0]
+            written = [plot_curves(args.curves,
+                                   args.out or os.path.join("plots", stem + "_curves.png"))]
+        elif args.ckpt:
+            written = plot_checkpoint(args)
+        else:
+            written = plot_dump(args)
+    except (RamError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"[*] wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    import warnings
+    # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
+    warnings.filterwarnings("ignore", message="No ccache found")
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""plot_glimpses.py: exact retina boxes, animation/PNG outputs of both modes, learning curves,
+and one-line errors. Runs from any working directory and needs no real training or data."""
+import gzip
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import plot_glimpses as pg  # noqa: E402
+
+SCRIPT = str(ROOT / "plot_glimpses.py")
+# Small architecture with 3 scales, so nested boxes and pooled patches are exercised.
+ARCH = dict(patch_size=4, num_patches=3, glimpse_scale=2, glimpse_hidden=16, loc_hidden=8,
+            hidden_size=32, std=0.1, num_glimpses=3)
+
+
+def run(*args, cwd=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or ROOT, env=env, timeout=120)
+
+
+def frames_of(path):
+    from PIL import Image, ImageSequence
+    with Image.open(path) as im:
+        return im.size, sum(1 for _ in ImageSequence.Iterator(im))
+
+
+def decodes(path):
+    from PIL import Image
+    with Image.open(path) as im:
+        im.load()
+        return im.size
+
+
+def retina_patches(retina, x, l):
+    """The k full-resolution patches the Retina reads, as numpy [B, C, size, size] each."""
+    if hasattr(retina, "extract_patches"):
+        return [p.numpy() for p in retina.extract_patches(x, l)]
+    return [retina.extract_patch(x, l, size).numpy() for size in retina.sizes]
+
+
+def assert_one_line_error(done):
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------- geometry
+def edge_locations():
+    rng = np.random.RandomState(0)
+    locs = rng.uniform(-1, 1, size=(200, 2)).astype(np.float32)
+    special = np.array([-1, 1, 0, -0.5, 0.5, 1 / 28, -1 / 28, 0.999999, -0.999999,
+                        np.nextafter(np.float32(0.5), np.float32(1))], dtype=np.float32)
+    grid = np.stack(np.meshgrid(special, special), -1).reshape(-1, 2)
+    # Every pixel boundary, and one float32 step either side of it.
+    b = (np.arange(29, dtype=np.float32) * 2 / 28 - 1).astype(np.float32)
+    near = np.concatenate([b, np.nextafter(b, np.float32(2)), np.nextafter(b, np.float32(-2))])
+    near = np.clip(near, -1, 1)
+    return np.concatenate([locs, grid, np.stack([near, near[::-1]], 1)]).astype(np.float32)
+
+
+def test_pixel_centre_matches_retina_bit_for_bit():
+    import paddle
+    from modules import Retina
+    locs = edge_locations()
+    for size in (28, 60, 100):
+        want = Retina.denormalize(size, paddle.to_tensor(locs)).numpy()
+        assert np.array_equal(pg.pixel_centre(locs, size), want)
+
+
+def test_boxes_cover_exactly_the_retina_patches():
+    import paddle
+    from modules import Retina
+    H, W, g, k, s = 28, 28, 4, 3, 2
+    image = np.arange(H * W, dtype=np.float32).reshape(H, W) + 1.0   # every pixel distinct
+    locs = edge_locations()
+    retina = Retina(g, k, s)
+    x = paddle.to_tensor(np.broadcast_to(image, (len(locs), 1, H, W)).copy())
+    lt = paddle.to_tensor(locs)
+    centres = Retina.denormalize(W, lt).numpy(), Retina.denormalize(H, lt).numpy()
+    all_patches = retina_patches(retina, x, lt)
+    for i in range(k):
+        size = g * s ** i
+        patches = all_patches[i][:, 0]
+        for b, loc in enumerate(locs):
+            x0, y0, bsize = pg.glimpse_boxes(loc, H, W, g, k, s)[i]
+            assert bsize == size
+            # The box's centre pixel is the denormalised location (cols from x, rows from y).
+            assert x0 + size // 2 == Retina.denormalize(W, lt[b:b + 1, 0]).item() == \
+                centres[0][b, 0]
+            assert y0 + size // 2 == centres[1][b, 1]
+            # ... and the pixels inside the box are exactly what the Retina extracted.
+            assert np.array_equal(pg.crop_box(image, (x0, y0, size)), patches[b]), (loc, i)
+
+
+def test_drawn_rectangles_are_the_pixel_boxes():
+    fig = pg._figure(2, 2)
+    ax = fig.subplots()
+    image = np.zeros((28, 28), np.float32)
+    pg._show(ax, image)
+    loc = np.array([0.3, -0.55], np.float32)
+    rects = pg.draw_boxes(ax, loc, 28, 28, 8, 2, 2)
+    # cx = floor(0.5 * 1.3 * 28) = 18, cy = floor(0.5 * 0.45 * 28) = 6
+    assert [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rects] == [
+        (18 - 4 - 0.5, 6 - 4 - 0.5, 8, 8), (18 - 8 - 0.5, 6 - 8 - 0.5, 16, 16)]
+    # With imshow, pixel j spans j - 0.5 .. j + 0.5: the box edges lie on pixel borders.
+    x_lo, x_hi = ax.get_xlim()
+    assert (x_lo, x_hi) == (-0.5, 27.5)
+
+
+def test_frame_size_is_fixed():
+    assert pg.grid_shape(9) == (3, 3) and pg.grid_shape(4) == (2, 2)
+    assert pg.grid_shape(5) == (2, 3)
+    assert pg.frame_size(9) == (540, 580)
+    assert pg.frame_size(4) == (360, 400)
+
+
+def test_import_is_cheap():
+    code = ("import sys; sys.path.insert(0, %r); import plot_glimpses; "
+            "print([m for m in ('paddle', 'matplotlib', 'PIL') if m in sys.modules])"
+            % str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- dump mode
+def write_dumps(folder, epoch, n=9, T=4, seed=0):
+    rng = np.random.RandomState(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    g = ((rng.rand(n, 28, 28) - 0.1307) / 0.3081).astype(np.float32)
+    l = rng.uniform(-1, 1, size=(T, n, 2)).astype(np.float32)
+    for prefix, value in (("g", g), ("l", l)):
+        with open(folder / f"{prefix}_{epoch}.p", "wb") as f:
+            pickle.dump(value, f)
+
+
+def test_dump_mode_writes_gif_and_png(tmp_path):
+    plot_dir = tmp_path / "plots" / "ram_4_6x6_2"
+    write_dumps(plot_dir, 5, n=9, T=4)
+    done = run("--plot_dir", plot_dir, "--epoch", 5, "--patch_size", 6, "--num_patches", 2,
+               "--glimpse_scale", 2, "--ckpt_dir", tmp_path / "nockpt", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert frames_of(plot_dir / "epoch_5.gif") == ((540, 580), 4)
+    decodes(plot_dir / "epoch_5.png")
+
+
+def test_dump_mode_reads_params_json_and_latest_epoch(tmp_path):
+    import json
+    plot_dir = tmp_path / "plots" / "ram_2_4x4_1"
+    write_dumps(plot_dir, 1, n=4, T=2)
+    write_dumps(plot_dir, 3, n=4, T=2)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "ram_2_4x4_1_params.json").write_text(
+        json.dumps({"patch_size": 4, "num_patches": 3, "glimpse_scale": 3}))
+
+    class Args:
+        ckpt_dir = str(tmp_path / "ckpt")
+        patch_size = num_patches = glimpse_scale = None
+    assert pg.retina_params(Args, str(plot_dir) + "/")[:3] == (4, 3, 3)
+    Args.num_patches = 2
+    assert pg.retina_params(Args, str(plot_dir))[:3] == (4, 2, 3)
+    Args.ckpt_dir = str(tmp_path / "elsewhere")
+    Args.num_patches = None
+    assert pg.retina_params(Args, str(plot_dir))[:3] == (8, 1, 1)
+
+    done = run("--plot_dir", plot_dir, "--ckpt_dir", tmp_path / "ckpt", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert frames_of(plot_dir / "epoch_3.gif") == ((360, 400), 2)
+    assert not (plot_dir / "epoch_1.gif").exists()
+
+
+def test_missing_dump_fails_in_one_line(tmp_path):
+    plot_dir = tmp_path / "ram_6_8x8_1"
+    write_dumps(plot_dir, 1)
+    assert_one_line_error(run("--plot_dir", plot_dir, "--epoch", 7))
+    assert_one_line_error(run("--plot_dir", tmp_path / "nothing", "--epoch", 1))
+    (plot_dir / "l_1.p").write_bytes(b"not a pickle")
+    assert_one_line_error(run("--plot_dir", plot_dir, "--epoch", 1))
+
+
+# ---------------------------------------------------------------------------- checkpoint mode
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A tiny MNIST test split (20 images) and an untrained checkpoint with 3 glimpses."""
+    import paddle
+    import data_loader
+    from model import RecurrentAttention
+    tmp = tmp_path_factory.mktemp("tiny")
+    real = ROOT / "data" / "MNIST"
+    try:
+        images = data_loader.read_idx(str(real / "t10k-images-idx3-ubyte.gz"))[:20]
+        labels = data_loader.read_idx(str(real / "t10k-labels-idx1-ubyte.gz"))[:20]
+    except Exception:
+        rng = np.random.RandomState(0)
+        images = rng.randint(0, 256, size=(20, 28, 28)).astype(np.uint8)
+        labels = rng.randint(0, 10, size=20).astype(np.uint8)
+    data = tmp / "data"
+    data.mkdir()
+    write_idx(data / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", labels)
+    paddle.seed(0)
+    a = ARCH
+    model = RecurrentAttention(a["patch_size"], a["num_patches"], a["glimpse_scale"], 1,
+                               a["glimpse_hidden"], a["loc_hidden"], a["std"],
+                               a["hidden_size"], 10)
+    ckpt = tmp / "ram_3_4x4_3_model_best.pdparams"
+    paddle.save({"epoch": 0, "model_state": model.state_dict(), "optim_state": {},
+                 "best_valid_acc": 0.0, "config": dict(ARCH)}, str(ckpt))
+    out = tmp / "out"
+    done = run("--ckpt", ckpt, "--data_dir", data, "--num_images", 4, "--out", out,
+               "--random_seed", 3, cwd=tmp)
+    return dict(done=done, out=out, ckpt=ckpt, data=data, tmp=tmp)
+
+
+def test_ckpt_mode_writes_gif_png_and_retina(tiny_ckpt):
+    done, out = tiny_ckpt["done"], tiny_ckpt["out"]
+    assert done.returncode == 0, done.stderr
+    # num_glimpses frames, 2x2 grid for 4 images, fixed size at 80 dpi.
+    assert frames_of(out / "glimpses.gif") == ((360, 400), 3)
+    w, h = decodes(out / "glimpses.png")
+    assert h > w  # one row per image, 1 + T columns: 4 x 4 panels plus the title
+    decodes(out / "retina.png")
+    assert not (out / "glimpses.mp4").exists() or pg.shutil.which("ffmpeg")
+
+
+def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
+    """The locations drawn are the model's own rollout, and its patches are the Retina's."""
+    import paddle
+    import data_loader
+    model, cfg = pg.load_model(str(tiny_ckpt["ckpt"]))
+    assert {k: getattr(cfg, k) for k in ARCH} == ARCH
+    images, _ = data_loader.load_mnist(str(tiny_ckpt["data"]), "test")
+    x = data_loader.normalize(images[:4])
+    locs, pred, patches = pg.run_model(model, x, 3, seed=3)
+    assert locs.shape == (3, 4, 2) and pred.shape == (4,) and patches.shape == (3, 4, 3, 4, 4)
+    again = pg.run_model(model, x, 3, seed=3)
+    assert np.array_equal(locs, again[0])          # seeded: the plot is repeatable
+    g, k, s = 4, 3, 2
+    for t in range(3):
+        for b in range(4):
+            x0, y0, size = pg.glimpse_boxes(locs[t, b], 28, 28, g, k, s)[0]
+            assert np.allclose(pg.crop_box(x[b, 0], (x0, y0, size)), patches[t, b, 0])
+            # the widest box, average-pooled, is the last patch the network received
+            x0, y0, size = pg.glimpse_boxes(locs[t, b], 28, 28, g, k, s)[2]
+            wide = pg.crop_box(x[b, 0], (x0, y0, size)).reshape(g, 4, g, 4).mean((1, 3))
+            assert np.allclose(wide, patches[t, b, 2], atol=1e-5)
+
+
+def test_missing_or_corrupt_checkpoint_fails_in_one_line(tmp_path, tiny_ckpt):
+    assert_one_line_error(run("--ckpt", tmp_path / "nope.pdparams", "--data_dir",
+                              tiny_ckpt["data"], "--out", tmp_path / "o"))
+    bad = tmp_path / "bad.pdparams"
+    bad.write_bytes(b"garbage")
+    assert_one_line_error(run("--ckpt", bad, "--data_dir", tiny_ckpt["data"],
+                              "--out", tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_mp4_with_ffmpeg_on_path(tmp_path, monkeypatch):
+    """With an ffmpeg on PATH the frames are piped to it; a failing one only warns."""
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\ncat > "$(dirname "$0")/stdin.raw"\n'
+                    'for a; do last="$a"; done\n: > "$last"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + os.environ["PATH"])
+    frames = [np.full((4, 6, 3), i, np.uint8) for i in range(3)]
+    written = pg.write_animation(frames, str(tmp_path / "anim"))
+    assert written == [str(tmp_path / "anim.gif"), str(tmp_path / "anim.mp4")]
+    assert (fake.parent / "stdin.raw").stat().st_size == 3 * 4 * 6 * 3
+    fake.write_text("#!/bin/sh\necho boom >&2\nexit 1\n")
+    assert pg.save_mp4(frames, str(tmp_path / "b.mp4")) is None
+
+
+# ---------------------------------------------------------------------------- curves
+LOG = """[*] ram_6_8x8_1 on cpu: train on 54000, validate on 6000 images, epochs 1..300
+epoch 1/300 | lr 3.000e-04 | train loss 2.3000 acc 12.00 | val loss 2.2000 acc 20.00 err 80.00 | 40.1s, total 0.7 min [*]
+epoch 2/300 | lr 3.000e-04 | train loss 2.1000 acc 25.00 | val loss 1.9000 acc 35.00 err 65.00 | 40.3s, total 1.3 min [*]
+[!] Interrupted: saved ckpt/ram_6_8x8_1_ckpt2.pdparams
+epoch 2/300 | lr 3.000e-04 | train loss 2.0424 acc 36.92 | val loss 1.8041 acc 46.43 err 53.57 | 40.3s, total 1.3 min [*]
+epoch 3/300 | lr 2.400e-04 | train loss 1.9000 acc 40.00 | val loss 1.7000 acc 45.00 err 55.00 | 40.0s, total 2.0 min
+[*] Test Acc: 4700/10000 (47.00% - 53.00%)
+"""
+
+
+def test_parse_log_keeps_last_occurrence(tmp_path):
+    log = tmp_path / "ram_6_8x8_1.log"
+    log.write_text(LOG)
+    c = pg.parse_log(str(log))
+    assert c["epoch"].tolist() == [1, 2, 3]
+    assert c["train_acc"].tolist() == [12.0, 36.92, 40.0]
+    assert c["val_loss"].tolist() == [2.2, 1.8041, 1.7]
+    assert c["lr"].tolist() == [3e-4, 3e-4, 2.4e-4]
+
+
+def test_plot_curves_writes_png(tmp_path):
+    log = tmp_path / "logs" / "ram_6_8x8_1.log"
+    log.parent.mkdir()
+    log.write_text(LOG)
+    out = tmp_path / "c.png"
+    assert pg.plot_curves(str(log), str(out)) == str(out)
+    assert decodes(out) == (960, 288)
+    # CLI default: plots/<log stem>_curves.png under the working directory.
+    done = run("--curves", log, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    decodes(tmp_path / "plots" / "ram_6_8x8_1_curves.png")
+
+
+def test_curves_errors_are_one_line(tmp_path):
+    assert_one_line_error(run("--curves", tmp_path / "missing.log", cwd=tmp_path))
+    empty = tmp_path / "empty.log"
+    empty.write_text("[*] ram_6_8x8_1 on cpu: nothing yet\n")
+    assert_one_line_error(run("--curves", empty, cwd=tmp_path))
+    assert not (tmp_path / "plots").exists()
