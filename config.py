@@ -16,9 +16,18 @@ def str2bool(v):
 
 parser = argparse.ArgumentParser(
     description="Recurrent Attention Model (Mnih et al., 2014) in PaddlePaddle.",
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     epilog="Examples: `python main.py` trains; `python main.py --resume=True --best True` "
            "resumes from the best checkpoint; `python main.py --is_train=False --best True` "
            "tests it on the MNIST test set.")
+
+
+def _one_line_error(message):
+    """argparse's errors as one line, like every other error of main.py (exit code 2)."""
+    parser.exit(2, f"error: {message} (see python main.py --help)\n")
+
+
+parser.error = _one_line_error
 
 
 def group(name):
@@ -60,7 +69,7 @@ g.add_argument("--num_workers", type=int, default=0,
 g.add_argument("--shuffle", type=str2bool, default=True,
                help="shuffle the train/valid split and every training epoch")
 g.add_argument("--show_sample", type=str2bool, default=False,
-               help="save a 3x3 grid of training images to plots/mnist_sample.png")
+               help="save a 3x3 grid of training images to <plot_dir>/<dataset>_sample.png")
 
 g = group("Training Params")
 g.add_argument("--is_train", type=str2bool, default=True, help="train (True) or test (False)")
@@ -120,6 +129,7 @@ def check_config(config):
     need(config.glimpse_scale >= 1, f"--glimpse_scale must be >= 1 (got {config.glimpse_scale})")
     need(config.num_glimpses >= 1, f"--num_glimpses must be >= 1 (got {config.num_glimpses})")
     need(0 <= config.valid_size < 1, f"--valid_size must be in [0, 1) (got {config.valid_size})")
+    need(0 < config.lr_factor < 1, f"--lr_factor must be in (0, 1) (got {config.lr_factor})")
     need(config.std > 0, f"--std must be > 0 (got {config.std})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
     need(config.batch_size >= 1, f"--batch_size must be >= 1 (got {config.batch_size})")

@@ -12,8 +12,11 @@ Datasets (`--dataset`):
 Training canvases are drawn afresh every epoch from (random_seed, epoch); validation and test
 canvases are fixed by VALID_SEED and TEST_SEED, identical on every run and machine.
 """
+import contextlib
 import gzip
+import io
 import os
+import zlib
 
 import numpy as np
 
@@ -48,7 +51,7 @@ def read_idx(path):
     try:
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise RamError(f"cannot read MNIST file {path} ({e}); delete it and download it again")
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8 or raw[3] not in (1, 3):
         raise RamError(f"{path} is not an MNIST idx file (bad header); replace it with the "
@@ -65,7 +68,10 @@ def read_idx(path):
 def _download(split):
     """Fetch one split with Paddle's downloader; returns (images_path, labels_path)."""
     from paddle.vision.datasets import MNIST
-    ds = MNIST(mode=split, download=True, backend="cv2")
+    print(f"[*] MNIST {split} files not found locally: downloading with Paddle's downloader")
+    # Its chatter (several lines per file) would bury the one line we print if it fails.
+    with contextlib.redirect_stderr(io.StringIO()):
+        ds = MNIST(mode=split, download=True, backend="cv2")
     return ds.image_path, ds.label_path
 
 

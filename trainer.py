@@ -185,11 +185,13 @@ class Trainer:
         if self.config.is_train and state.get("optim_state"):
             optim = _rename_optim_keys(state["optim_state"], {
                 k: p.name for k, p in self.model.state_dict().items()})
-            if not self.config.resume_lr:
-                optim.pop("LR_Scheduler", None)
+            if not self.config.resume_lr:  # keep the fresh schedule, starting at init_lr
+                optim["LR_Scheduler"] = self.scheduler.state_dict()
             self.optimizer.set_state_dict(optim)
 
-    def save_checkpoint(self, best=False):
+    def save_checkpoint(self, best=False, interrupted=False):
+        """Write the training state atomically: the best model, epoch checkpoint `self.epoch`,
+        or, after Ctrl-C, `{name}_interrupted` (mid-epoch weights; never over a clean file)."""
         state = {
             "epoch": self.epoch,
             "model_state": self.model.state_dict(),
@@ -203,6 +205,8 @@ class Trainer:
             "config": vars(self.config).copy(),
         }
         path = self.checkpoint_path(best=best, epoch=self.epoch)
+        if interrupted:
+            path = os.path.join(self.config.ckpt_dir, self.name + "_interrupted.pdparams")
         atomic_save(state, path)
         return path
 
@@ -310,9 +314,9 @@ class Trainer:
                     self.logger.info("[!] No improvement in a while, stopping training.")
                     break
         except KeyboardInterrupt:
-            path = self.save_checkpoint()
-            self.logger.info(f"\n[!] Interrupted: saved {path}; resume with: python main.py "
-                             f"--resume=True --best False --last_epoch {self.epoch}")
+            path = self.save_checkpoint(interrupted=True)
+            self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1}: saved {path}; resume "
+                             f"with: python main.py --resume=True --ckpt {path}")
         finally:
             if writer:
                 writer.close()

@@ -1,0 +1,160 @@
+"""Test helpers: an idx writer, a CLI runner, log parsing and a naive NumPy RAM.
+
+The NumPy code here is a deliberately simple, loop-based re-statement of the spec, written
+independently of the product code so that the two can be compared.
+"""
+import gzip
+import math
+import os
+import re
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "main.py"
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+# Nothing listens on port 9 (discard) locally: any download attempt fails at once.
+DEAD_PROXY = "http://127.0.0.1:9"
+TEST_ACC_RE = re.compile(r"\[\*\] Test Acc: (\d+)/(\d+) \((\d+\.\d\d)% - (\d+\.\d\d)%\)")
+EPOCH_RE = re.compile(r"^epoch (\d+)/(\d+) \| lr ([0-9.e+-]+) \|", re.M)
+
+
+# ---------------------------------------------------------------- files
+def idx_bytes(arr):
+    """The idx encoding of a uint8 array: 0, 0, 8 (uint8), ndim, big-endian uint32 dims, data."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 8, arr.ndim])
+    header += b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    return header + arr.tobytes()
+
+
+def write_idx(path, arr, compress=None):
+    """Write arr as an idx file; gzip-compressed when the name ends with .gz (or compress)."""
+    path = Path(path)
+    data = idx_bytes(arr)
+    if compress is None:
+        compress = path.name.endswith(".gz")
+    if compress:
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------- CLI
+def cli_env(**extra):
+    """The environment for main.py subprocesses: offline (dead proxy), quiet, deterministic."""
+    env = dict(os.environ)
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env[k] = DEAD_PROXY
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    # If HOME is redirected, keep a --user install of paddle importable.
+    env.setdefault("PYTHONUSERBASE", site.getuserbase())
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_main(args, cwd, timeout=120, **env):
+    """Run `python main.py args` in cwd; returns the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, str(MAIN), *map(str, args)], cwd=str(cwd),
+                          env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+def stderr_lines(res):
+    return [line for line in res.stderr.splitlines() if line.strip()]
+
+
+def acc_lines(text):
+    """All '[*] Test Acc' lines as (correct, n, acc, err) tuples."""
+    return [(int(c), int(n), float(a), float(e)) for c, n, a, e in TEST_ACC_RE.findall(text)]
+
+
+def epoch_lines(log_text):
+    """[(epoch, total, lr)] for every 'epoch N/M | lr X |' line of a log."""
+    return [(int(e), int(t), float(lr)) for e, t, lr in EPOCH_RE.findall(log_text)]
+
+
+# ---------------------------------------------------------------- naive NumPy RAM
+def centre(coord, size):
+    """floor(0.5 * (l + 1) * size), evaluated in float32 like the model's input."""
+    c = np.float32(0.5) * ((np.float32(coord) + np.float32(1.0)) * np.float32(size))
+    return int(np.floor(c))
+
+
+def naive_glimpse(img, loc, g, k, s):
+    """One image [C, H, W] and one location (x, y) -> phi [k*C*g*g] (float64).
+
+    Zero-pad generously, slice each size x size window, mean-pool blocks of size // g.
+    """
+    img = np.asarray(img, dtype=np.float64)
+    C, H, W = img.shape
+    cx, cy = centre(loc[0], W), centre(loc[1], H)
+    parts = []
+    for i in range(k):
+        size = g * s ** i
+        pad = size + 1
+        big = np.zeros((C, H + 2 * pad, W + 2 * pad))
+        big[:, pad:pad + H, pad:pad + W] = img
+        top, left = cy - size // 2 + pad, cx - size // 2 + pad
+        win = big[:, top:top + size, left:left + size]
+        f = size // g
+        pooled = np.zeros((C, g, g))
+        for r in range(g):
+            for q in range(g):
+                pooled[:, r, q] = win[:, r * f:(r + 1) * f, q * f:(q + 1) * f].mean(axis=(1, 2))
+        parts.append(pooled.reshape(-1))
+    return np.concatenate(parts)
+
+
+def naive_glimpses(x, l, g, k, s):
+    """Batch version by a Python loop: x [B, C, H, W], l [B, 2] -> [B, k*C*g*g]."""
+    return np.stack([naive_glimpse(x[b], l[b], g, k, s) for b in range(len(x))])
+
+
+def relu(a):
+    return np.maximum(a, 0.0)
+
+
+def np_params(model):
+    return {k: v.numpy().astype(np.float64) for k, v in model.state_dict().items()}
+
+
+def np_rollout(P, x, T, l0, noise, g, k, s, std):
+    """The RAM episode in NumPy (Paddle Linear: y = x @ W + b, W [in, out]).
+
+    Returns log_probas [B, classes], log_pi [B, T], baselines [B, T], locs [T, B, 2].
+    """
+    def lin(name, a):
+        return a @ P[name + ".weight"] + P[name + ".bias"]
+
+    x = np.asarray(x, dtype=np.float64)
+    B = x.shape[0]
+    h = np.zeros((B, P["rnn.h2h.weight"].shape[0]))
+    l = np.asarray(l0, dtype=np.float32)
+    locs, log_pis, baselines = [], [], []
+    for t in range(T):
+        locs.append(np.asarray(l, dtype=np.float64))
+        phi = naive_glimpses(x, l, g, k, s)
+        what = lin("sensor.fc3", relu(lin("sensor.fc1", phi)))
+        where = lin("sensor.fc4", relu(lin("sensor.fc2", np.asarray(l, dtype=np.float64))))
+        g_t = relu(what + where)
+        h = relu(lin("rnn.i2h", g_t) + lin("rnn.h2h", h))
+        mu = np.tanh(lin("locator.fc_lt", relu(lin("locator.fc", h))))
+        sample = mu + std * np.asarray(noise[t], dtype=np.float64)
+        lp = (-(sample - mu) ** 2 / (2 * std ** 2) - math.log(std)
+              - 0.5 * math.log(2 * math.pi)).sum(axis=1)
+        log_pis.append(lp)
+        baselines.append(lin("baseliner.fc", h)[:, 0])
+        l = np.clip(sample, -1.0, 1.0).astype(np.float32)
+    logits = lin("classifier.fc", h)
+    m = logits.max(axis=1, keepdims=True)
+    log_probas = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+    return log_probas, np.stack(log_pis, 1), np.stack(baselines, 1), np.stack(locs)

@@ -1,0 +1,235 @@
+"""main.py end to end on a tiny MNIST: training, checkpoints, resume, test mode, Ctrl-C."""
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from _util import MAIN, acc_lines, cli_env, epoch_lines, run_main
+
+NAME = "ram_2_8x8_1"
+BATCHES_PER_EPOCH = 17            # ceil(540 / 32)
+BETA1 = 0.9                       # Adam's default
+
+
+def log_of(logs_dir):
+    return (logs_dir / f"{NAME}.log").read_text()
+
+
+def load(path):
+    return paddle.load(str(path))
+
+
+def beta1_pow(state):
+    return float(np.asarray(state["optim_state"]["sensor.fc1.weight_beta1_pow_acc_0"]).ravel()[0])
+
+
+def train_args(data, ckpt_dir, tmp_path, *extra):
+    return ["--data_dir", data, "--batch_size", "32", "--num_glimpses", "2", "--save_freq", "1",
+            "--ckpt_dir", ckpt_dir, "--logs_dir", tmp_path / "logs",
+            "--plot_dir", tmp_path / "plots", *extra]
+
+
+# ------------------------------------------------------------------ a fresh 2-epoch run
+def test_training_writes_checkpoints_logs_and_plots(tiny_run):
+    ck = tiny_run.ckpt_dir
+    for suffix in ("ckpt1.pdparams", "ckpt2.pdparams", "model_best.pdparams", "params.json"):
+        assert (ck / f"{NAME}_{suffix}").is_file(), suffix
+    assert not list(ck.glob("*.tmp*"))                     # atomic saves leave no temporaries
+    log = log_of(tiny_run.logs_dir)
+    epochs = epoch_lines(log)
+    assert [(e, n) for e, n, _ in epochs] == [(1, 2), (2, 2)], log
+    assert epochs[0][2] == pytest.approx(3e-4)
+    assert "train on 540, validate on 60 images" in log
+    assert "epoch 2/2" in tiny_run.result.stdout
+    for name in ("g_1.p", "l_1.p", "g_2.p", "l_2.p"):        # plot_freq 1: a dump per epoch
+        assert (tiny_run.plot_dir / NAME / name).is_file(), name
+    params = json.loads((ck / f"{NAME}_params.json").read_text())
+    assert params["num_glimpses"] == 2 and params["epochs"] == 2 and params["batch_size"] == 32
+
+
+def test_checkpoint_contents(tiny_run):
+    ck = tiny_run.ckpt_dir
+    s1, s2 = load(ck / f"{NAME}_ckpt1.pdparams"), load(ck / f"{NAME}_ckpt2.pdparams")
+    for key in ("epoch", "model_state", "optim_state", "best_valid_acc", "counter", "config"):
+        assert key in s2, key
+    assert s1["epoch"] == 1 and s2["epoch"] == 2
+    assert s2["config"]["num_glimpses"] == 2 and s2["config"]["patch_size"] == 8
+    assert list(s2["model_state"]["sensor.fc1.weight"].shape) == [64, 128]
+    sched = s2["optim_state"]["LR_Scheduler"]
+    assert sched["last_epoch"] == 2
+    assert s1["optim_state"]["LR_Scheduler"]["last_lr"] == pytest.approx(3e-4)
+    # Adam's beta1 power advanced one step per batch: 17 batches between the two checkpoints.
+    assert beta1_pow(s2) / beta1_pow(s1) == pytest.approx(BETA1 ** BATCHES_PER_EPOCH, rel=1e-4)
+    # counter and best_valid_acc agree with the validation accuracies in the log
+    log = log_of(tiny_run.logs_dir)
+    accs = [float(a) for a in re.findall(r"val loss \S+ acc (\S+)", log)]
+    assert len(accs) == 2
+    assert s1["best_valid_acc"] == pytest.approx(accs[0], abs=0.006)      # log rounds to 0.01
+    assert s2["best_valid_acc"] == pytest.approx(max(accs), abs=0.006)
+    improved = s2["best_valid_acc"] > s1["best_valid_acc"]
+    assert s1["counter"] == 0 and s2["counter"] == (0 if improved else 1)
+    best = load(ck / f"{NAME}_model_best.pdparams")
+    assert best["epoch"] == (2 if improved else 1)
+    assert best["best_valid_acc"] == s2["best_valid_acc"]
+    # --lr_patience 0 --lr_factor 0.5: the lr halves exactly when epoch 2 did not improve
+    assert sched["last_lr"] == pytest.approx(3e-4 if improved else 1.5e-4)
+
+
+# ------------------------------------------------------------------ resume
+def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_path):
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
+                              "--last_epoch", "1", "--epochs", "3"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = log_of(tmp_path / "logs")
+    assert "epochs 2..3" in log
+    assert [(e, n) for e, n, _ in epoch_lines(log)] == [(2, 3), (3, 3)], log
+    s1 = load(tiny_run.ckpt_dir / f"{NAME}_ckpt1.pdparams")
+    s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
+    assert s3["epoch"] == 3
+    # The scheduler continued from ckpt1's state (two more steps) ...
+    assert s3["optim_state"]["LR_Scheduler"]["last_epoch"] == 3
+    # ... and so did Adam: 2 * 17 more steps on top of ckpt1's, not a fresh optimizer.
+    assert beta1_pow(s3) / beta1_pow(s1) == pytest.approx(BETA1 ** (2 * BATCHES_PER_EPOCH),
+                                                          rel=1e-4)
+
+
+def test_resume_uses_the_scheduler_state_of_the_checkpoint(tiny_run, tiny_data, ckpt_copy,
+                                                           tmp_path):
+    """The first run used --lr_patience 0 --lr_factor 0.5: ckpt2 carries its own last_lr."""
+    last_lr = float(load(ckpt_copy / f"{NAME}_ckpt2.pdparams")["optim_state"]["LR_Scheduler"]
+                    ["last_lr"])
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
+                              "--epochs", "3"), cwd=tmp_path)      # latest: ckpt2
+    assert res.returncode == 0, res.stdout + res.stderr
+    epochs = epoch_lines(log_of(tmp_path / "logs"))
+    assert [e for e, _, _ in epochs] == [3]
+    assert epochs[0][2] == pytest.approx(last_lr, rel=1e-3)
+
+
+def forge_checkpoint(path, last_lr=1.25e-4, counter=3, best_valid_acc=100.0):
+    """Rewrite a checkpoint with a distinctive scheduler state, counter and best accuracy."""
+    state = load(path)
+    state["optim_state"]["LR_Scheduler"]["last_lr"] = last_lr
+    state["optim_state"]["LR_Scheduler"]["num_bad_epochs"] = 0
+    state["counter"] = counter
+    state["best_valid_acc"] = best_valid_acc
+    paddle.save(state, str(path))
+
+
+def test_resume_restores_lr_counter_and_best_accuracy(tiny_data, ckpt_copy, tmp_path):
+    forge_checkpoint(ckpt_copy / f"{NAME}_ckpt2.pdparams")
+    best_before = (ckpt_copy / f"{NAME}_model_best.pdparams").read_bytes()
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
+                              "--last_epoch", "2", "--epochs", "6", "--train_patience", "3"),
+                   cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = log_of(tmp_path / "logs")
+    epochs = epoch_lines(log)
+    # lr from the checkpoint's scheduler, not --init_lr
+    assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(1.25e-4)
+    assert "lr 1.250e-04" in log
+    # counter 3 -> 4 > train_patience 3: early stop after one epoch, no new best (100%)
+    assert "[!] No improvement in a while, stopping training." in log
+    s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
+    assert s3["counter"] == 4 and s3["best_valid_acc"] == 100.0 and s3["epoch"] == 3
+    assert (ckpt_copy / f"{NAME}_model_best.pdparams").read_bytes() == best_before
+
+
+def test_resume_lr_false_restarts_at_init_lr(tiny_data, ckpt_copy, tmp_path):
+    forge_checkpoint(ckpt_copy / f"{NAME}_ckpt2.pdparams")
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
+                              "--last_epoch", "2", "--epochs", "3", "--resume_lr", "False"),
+                   cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    epochs = epoch_lines(log_of(tmp_path / "logs"))
+    assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(3e-4)
+
+
+# ------------------------------------------------------------------ test mode
+def run_test_mode(tiny_data, tmp_path, *extra, seed=1):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return run_main(["--is_train=False", "--data_dir", tiny_data, "--logs_dir", tmp_path / "logs",
+                     "--random_seed", seed, *extra], cwd=tmp_path)
+
+
+def test_test_mode_prints_one_accuracy_line(tiny_run, tiny_data, tmp_path):
+    res = run_test_mode(tiny_data, tmp_path, "--ckpt_dir", tiny_run.ckpt_dir, "--num_glimpses", "2",
+                        "--best", "False")                       # the latest epoch: ckpt2
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = acc_lines(res.stdout)
+    assert len(lines) == 1 and res.stdout.count("Test Acc") == 1, res.stdout
+    correct, n, acc, err = lines[0]
+    assert n == 300 and 0 <= correct <= 300
+    assert acc == pytest.approx(100 * correct / 300, abs=0.006)
+    assert err == pytest.approx(100 - acc, abs=0.011)
+    assert acc_lines(log_of(tmp_path / "logs")) == lines
+    assert "epoch" not in res.stdout                             # no training happened
+
+
+def test_ckpt_flag_adopts_the_stored_architecture(tiny_run, tiny_data, tmp_path):
+    ckpt = tiny_run.ckpt_dir / f"{NAME}_ckpt2.pdparams"
+    adopted = run_test_mode(tiny_data, tmp_path / "a", "--ckpt", ckpt, "--hidden_size", "64")
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr   # flags say 6 glimpses, 64
+    assert (tmp_path / "a" / "logs" / f"{NAME}.log").is_file()        # named after the checkpoint
+    explicit = run_test_mode(tiny_data, tmp_path / "b", "--ckpt_dir", tiny_run.ckpt_dir,
+                             "--num_glimpses", "2", "--best", "False", "--last_epoch", "2")
+    assert explicit.returncode == 0, explicit.stdout + explicit.stderr
+    a, b = acc_lines(adopted.stdout), acc_lines(explicit.stdout)
+    assert len(a) == 1 and a == b and a[0][1] == 300
+
+
+# ------------------------------------------------------------------ Ctrl-C
+def wait_for(predicate, proc, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return predicate()
+        time.sleep(0.05)
+    return False
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
+    ckpt_dir, logs = tmp_path / "ckpt", tmp_path / "logs"
+    args = train_args(tiny_data, ckpt_dir, tmp_path, "--epochs", "200", "--save_freq", "50",
+                      "--plot_freq", "0")
+    log_file = logs / f"{NAME}.log"
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, str(MAIN), *map(str, args)], cwd=tmp_path,
+                                env=cli_env(), stdout=out, stderr=err)
+        try:
+            seen = wait_for(lambda: log_file.is_file() and "epoch 1/200" in log_file.read_text(),
+                            proc, timeout=120)
+            assert seen and proc.poll() is None, (tmp_path / "err.txt").read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stdout, stderr = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+    assert rc == 0, stdout[-2000:] + stderr[-3000:]
+    assert "Traceback" not in stderr
+    log = log_file.read_text()
+    assert "[!] Interrupted" in log and "[!] Interrupted" in stdout
+    done = [e for e, _, _ in epoch_lines(log)]
+    n = done[-1]
+    assert done == list(range(1, n + 1)) and n < 200
+    interrupted = ckpt_dir / f"{NAME}_interrupted.pdparams"
+    assert f"--resume=True --ckpt {interrupted}" in log
+    assert load(interrupted)["epoch"] == n
+    assert not list(ckpt_dir.glob(f"{NAME}_ckpt*.pdparams"))  # no clean file was overwritten
+
+    res = run_main(train_args(tiny_data, ckpt_dir, tmp_path, "--resume=True", "--ckpt",
+                              interrupted, "--epochs", n + 1), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    resumed = epoch_lines(log_file.read_text())
+    assert resumed[-1][:2] == (n + 1, n + 1) and f"epochs {n + 1}..{n + 1}" in log_file.read_text()
+    assert load(ckpt_dir / f"{NAME}_ckpt{n + 1}.pdparams")["epoch"] == n + 1

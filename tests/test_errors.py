@@ -1,0 +1,216 @@
+"""Bad input to main.py: one clear line on stderr, no traceback, a non-zero exit code."""
+import gzip
+import shutil
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from _util import idx_bytes, run_main, stderr_lines
+
+NAME = "ram_2_8x8_1"
+
+
+def assert_one_error_line(res, *needles):
+    """Exit code 2, no traceback, and stderr is exactly one 'error: ...' line with the needles."""
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-3000:])
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+    lines = stderr_lines(res)
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def common(tmp_path):
+    return ["--ckpt_dir", tmp_path / "ckpt", "--logs_dir", tmp_path / "logs",
+            "--plot_dir", tmp_path / "plots"]
+
+
+# ------------------------------------------------------------------ impossible configs
+@pytest.mark.parametrize("flag,value", [
+    ("--patch_size", "0"), ("--num_patches", "0"), ("--glimpse_scale", "0"),
+    ("--valid_size", "1.0"), ("--num_glimpses", "0"), ("--std", "0.0"), ("--batch_size", "0"),
+])
+def test_impossible_config(tmp_path, flag, value):
+    res = run_main([flag, value, "--data_dir", tmp_path / "nowhere", *common(tmp_path)],
+                   cwd=tmp_path, timeout=60)
+    line = assert_one_error_line(res, flag, f"(got {value})")
+    assert line.startswith(f"error: {flag} must be")
+    assert not (tmp_path / "ckpt").exists()              # rejected before anything is written
+
+
+def test_valid_size_zero_is_rejected_for_training_only(tmp_path):
+    res = run_main(["--valid_size", "0", *common(tmp_path)], cwd=tmp_path, timeout=60)
+    assert_one_error_line(res, "--valid_size 0")
+
+
+# ------------------------------------------------------------------ bool flags
+def test_non_boolean_value_for_bool_flag(tmp_path):
+    res = run_main(["--is_train", "maybe", *common(tmp_path)], cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = stderr_lines(res)
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1 and lines[-1] == errors[0], res.stderr
+    assert "argument --is_train: expected True or False, got 'maybe'" in errors[0]
+
+
+def test_non_boolean_value_gives_exactly_one_stderr_line(tmp_path):
+    res = run_main(["--shuffle=Flase", *common(tmp_path)], cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert len(stderr_lines(res)) == 1, res.stderr
+
+
+# ------------------------------------------------------------------ data
+def run_missing_data(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    home = tmp_path / "home"        # an empty ~/.cache/paddle: nothing to fall back on
+    home.mkdir()
+    tic = time.time()
+    res = run_main(["--data_dir", empty, "--epochs", "1", *common(tmp_path)], cwd=tmp_path,
+                   timeout=90, HOME=home)
+    return res, time.time() - tic, empty
+
+
+def test_missing_data_dir_names_the_expected_files(tmp_path):
+    res, secs, empty = run_missing_data(tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    last = stderr_lines(res)[-1]
+    assert last.startswith("error: MNIST train files not found in " + str(empty))
+    assert "train-images-idx3-ubyte.gz" in last and "train-labels-idx1-ubyte.gz" in last
+    assert "--data_dir" in last
+    assert secs < 60                                # the offline download gives up quickly
+
+
+def test_missing_test_data_names_the_test_files(tiny_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "home").mkdir()
+    res = run_main(["--is_train=False", "--ckpt", tiny_run.ckpt_dir / f"{NAME}_ckpt2.pdparams",
+                    "--data_dir", tmp_path / "empty", "--logs_dir", tmp_path / "logs"],
+                   cwd=tmp_path, timeout=90, HOME=tmp_path / "home")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    last = stderr_lines(res)[-1]
+    assert last.startswith("error: MNIST test files not found")
+    assert "t10k-images-idx3-ubyte.gz" in last and "t10k-labels-idx1-ubyte.gz" in last
+
+
+def test_missing_data_dir_gives_exactly_one_stderr_line(tmp_path):
+    res, _, _ = run_missing_data(tmp_path)
+    assert_one_error_line(res, "train-images-idx3-ubyte.gz")
+
+
+def make_data_dir(tiny_data, dst, broken=None, content=None):
+    """A copy of the tiny data with one file replaced by `content` bytes."""
+    shutil.copytree(tiny_data, dst)
+    if broken:
+        (dst / broken).write_bytes(content)
+    return dst
+
+
+def truncated_gzip(path):
+    raw = path.read_bytes()
+    return raw[:len(raw) // 2]
+
+
+def wrong_magic(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    return gzip.compress(bytes([0, 0, 9, 3]) + raw[4:])
+
+
+def short_payload(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    return gzip.compress(raw[:-100])
+
+
+@pytest.mark.parametrize("corrupt,needle", [
+    (truncated_gzip, "cannot read MNIST file"),
+    (wrong_magic, "is not an MNIST idx file"),
+    (short_payload, "is truncated or corrupt"),
+])
+def test_corrupt_data_file(tiny_data, tmp_path, corrupt, needle):
+    name = "train-images-idx3-ubyte.gz"
+    data = make_data_dir(tiny_data, tmp_path / "data", name, corrupt(tiny_data / name))
+    res = run_main(["--data_dir", data, "--epochs", "1", *common(tmp_path)], cwd=tmp_path,
+                   timeout=90)
+    assert_one_error_line(res, needle, data / name)
+
+
+def test_disagreeing_image_and_label_files(tiny_data, tmp_path):
+    labels = np.zeros(599, dtype=np.uint8)
+    data = make_data_dir(tiny_data, tmp_path / "data", "train-labels-idx1-ubyte.gz",
+                         gzip.compress(idx_bytes(labels)))
+    res = run_main(["--data_dir", data, "--epochs", "1", *common(tmp_path)], cwd=tmp_path,
+                   timeout=90)
+    assert_one_error_line(res, "disagree", "(600, 28, 28)", "(599,)")
+
+
+# ------------------------------------------------------------------ checkpoints
+def test_missing_checkpoint_lists_the_folder(ckpt_copy, tmp_path):
+    res = run_main(["--is_train=False", "--ckpt_dir", ckpt_copy, "--num_glimpses", "2",
+                    "--best", "False", "--last_epoch", "7", "--logs_dir", tmp_path / "logs"],
+                   cwd=tmp_path, timeout=60)
+    assert_one_error_line(res, f"{NAME}_ckpt7.pdparams not found",
+                          f"{NAME}_ckpt1.pdparams, {NAME}_ckpt2.pdparams, "
+                          f"{NAME}_model_best.pdparams")
+
+
+def test_missing_checkpoint_in_empty_folder(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    res = run_main(["--is_train=False", *common(tmp_path)], cwd=tmp_path, timeout=60)
+    assert_one_error_line(res, "ram_6_8x8_1_model_best.pdparams not found",
+                          "no .pdparams files")
+
+
+def test_resume_without_checkpoint(tmp_path):
+    res = run_main(["--resume=True", "--best", "False", *common(tmp_path)], cwd=tmp_path,
+                   timeout=60)
+    assert_one_error_line(res, "not found")
+
+
+@pytest.mark.parametrize("kind", ["random_bytes", "truncated", "not_a_ram_checkpoint"])
+def test_corrupt_checkpoint(tiny_run, tmp_path, kind):
+    ck = tmp_path / "ckpt"
+    ck.mkdir()
+    target = ck / f"{NAME}_model_best.pdparams"
+    if kind == "random_bytes":
+        target.write_bytes(np.random.RandomState(0).bytes(4096))
+        needle = "cannot read checkpoint"
+    elif kind == "truncated":
+        raw = (tiny_run.ckpt_dir / target.name).read_bytes()
+        target.write_bytes(raw[:len(raw) // 3])
+        needle = "cannot read checkpoint"
+    else:
+        paddle.save({"weights": paddle.zeros([2])}, str(target))
+        needle = "is not a RAM checkpoint"
+    res = run_main(["--is_train=False", "--num_glimpses", "2", *common(tmp_path)], cwd=tmp_path,
+                   timeout=60)
+    assert_one_error_line(res, needle, target.name)
+
+
+def test_reference_checkpoint_with_other_patch_size(reference_ckpt, tmp_path):
+    res = run_main(["--is_train=False", "--ckpt", reference_ckpt, "--patch_size", "12",
+                    *common(tmp_path)], cwd=tmp_path, timeout=60)
+    assert_one_error_line(res, "does not fit this architecture",
+                          "sensor.fc1.weight has shape [64, 128], model needs [144, 128]")
+
+
+def test_mismatching_flags_name_the_differing_config_values(tiny_run, tmp_path):
+    res = run_main(["--is_train=False", "--ckpt_dir", tiny_run.ckpt_dir, "--num_glimpses", "2",
+                    "--hidden_size", "64", "--std", "0.1", "--logs_dir", tmp_path / "logs"],
+                   cwd=tmp_path, timeout=60)
+    assert_one_error_line(res, "hidden_size=256 (flags: 64)", "std=0.05 (flags: 0.1)", "--ckpt")
+
+
+def test_gpu_requested_without_cuda(tmp_path):
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle build has CUDA")
+    res = run_main(["--device", "gpu", "--data_dir", tmp_path, *common(tmp_path)], cwd=tmp_path,
+                   timeout=60)
+    assert_one_error_line(res, "--device gpu", "--device cpu")
