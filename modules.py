@@ -26,14 +26,15 @@ class Retina:
 
     Patch i has side g * s**i pixels and is average-pooled back to g x g, so the first patch
     is sharp and later ones see more context at lower resolution. Pixels outside the image
-    read as zero. All k patches of the whole batch come from one gather (no per-sample loop,
-    no host copy), so the same code runs on a GPU.
+    read as zero. The whole batch is served by gathers on device tensors (no per-sample
+    loop, no host copy), so the same code runs on a GPU.
     """
 
     def __init__(self, g, k, s):
         self.g, self.k, self.s = int(g), int(k), int(s)
         self.sizes = [self.g * self.s ** i for i in range(self.k)]
-        self._offsets = None
+        self._offset_cache = {}
+        self._table = None
 
     @staticmethod
     def denormalize(size, coords):
@@ -44,20 +45,26 @@ class Retina:
         """
         return paddle.floor(0.5 * ((coords + 1.0) * size)).astype("int64")
 
-    def _patch_offsets(self):
-        """(dx, dy), each [N = sum_i size_i**2]: every patch pixel's offset from the centre;
-        patch i occupies a contiguous, row-major run of size_i**2 entries."""
-        if self._offsets is None:
+    def centre(self, x, l):
+        """Pixel (col, row) [B, 2] int64 that the glimpse at l [B, 2] centres on, in x's frame."""
+        H, W = x.shape[2], x.shape[3]
+        return self.denormalize(paddle.to_tensor([W, H], dtype=l.dtype), l)
+
+    def _offsets(self, sizes):
+        """(dx, dy), each [N = sum size**2]: every patch pixel's offset from the centre;
+        each patch occupies a contiguous, row-major run of size**2 entries."""
+        key = tuple(sizes)
+        if key not in self._offset_cache:
             dx, dy = [], []
-            for size in self.sizes:
+            for size in sizes:
                 d = paddle.arange(size, dtype="int64") - size // 2
                 dx.append(d.tile([size]))
                 dy.append(d.repeat_interleave(size))
-            self._offsets = paddle.concat(dx), paddle.concat(dy)
-        return self._offsets
+            self._offset_cache[key] = paddle.concat(dx), paddle.concat(dy)
+        return self._offset_cache[key]
 
     def extract_patches(self, x, l):
-        """All k patches at full resolution.
+        """All k patches at full resolution, before pooling.
 
         Args:
             x: [B, C, H, W] images.
@@ -67,9 +74,16 @@ class Retina:
             [c - size_i // 2, c - size_i // 2 + size_i) on each axis, c the denormalized
             centre, zeros outside the image.
         """
+        return self._gather_patches(x, self.centre(x, l), self.sizes)
+
+    def extract_patch(self, x, l, size):
+        """One size x size patch per image: [B, C, size, size], as in extract_patches."""
+        return self._gather_patches(x, self.centre(x, l), [size])[0]
+
+    def _gather_patches(self, x, c, sizes):
+        """Patches of the given sides around centres c [B, 2]: one gather for all of them."""
         B, C, H, W = x.shape
-        dx, dy = self._patch_offsets()
-        c = self.denormalize(paddle.to_tensor([W, H], dtype=l.dtype), l)         # [B, 2] (col, row)
+        dx, dy = self._offsets(sizes)
         cols = c[:, 0:1] + dx                                                    # [B, N]
         rows = c[:, 1:2] + dy                                                    # [B, N]
         inside = (cols >= 0) & (cols < W) & (rows >= 0) & (rows < H)             # [B, N]
@@ -82,21 +96,65 @@ class Retina:
                                         broadcast=False)                         # [B, C, N]
         pixels = pixels * inside.unsqueeze(1).astype(x.dtype)
         patches, start = [], 0
-        for size in self.sizes:
+        for size in sizes:
             patches.append(pixels[:, :, start:start + size * size].reshape([B, C, size, size]))
             start += size * size
         return patches
 
-    def extract_patch(self, x, l, size):
-        """One size x size patch per image: [B, C, size, size], as in extract_patches."""
-        return Retina(size, 1, 1).extract_patches(x, l)[0]
-
     def foveate(self, x, l):
-        """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel."""
-        phi = [p if i == 0 else F.avg_pool2d(p, kernel_size=p.shape[-1] // self.g)
-               for i, p in enumerate(self.extract_patches(x, l))]                # k x [B, C, g, g]
+        """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel.
+
+        The sharp patch is gathered pixel by pixel. A pooled patch (side g * f, f = s**i) is
+        read from a summed-area table instead: each of its g x g cells is the sum of an f x f
+        block, 4 table look-ups whatever f is, so wide glimpses cost no more than narrow
+        ones. Clamping a block to the image is exactly zero padding. The table is float64 so
+        that its differences are exact to float32 precision: the result equals avg-pooling
+        the full-resolution patch up to float32 rounding.
+        """
+        c = self.centre(x, l)
+        phi = self._gather_patches(x, c, self.sizes[:1])                         # [[B, C, g, g]]
+        if self.k > 1:
+            phi += self._pooled_patches(x, c)
         phi = paddle.concat(phi, axis=1) if self.k > 1 else phi[0]               # [B, k*C, g, g]
-        return phi.reshape([phi.shape[0], -1])
+        return phi.reshape([x.shape[0], -1])
+
+    def _summed_area_table(self, x):
+        """[B, C, (H+1)*(W+1)] float64, entry (r, c) = sum of x[:, :, :r, :c].
+
+        Kept for the last x seen: a rollout glimpses the same images num_glimpses times, and
+        the table costs more than all the look-ups of one glimpse. (Images are inputs, never
+        modified in place, so the identity of the tensor identifies its content.)
+        """
+        if self._table is None or self._table[0] is not x:
+            B, C, H, W = x.shape
+            table = x.astype("float64").cumsum(axis=2).cumsum(axis=3)           # [B, C, H, W]
+            table = paddle.concat([paddle.zeros([B, C, H, 1], "float64"), table], axis=3)
+            table = paddle.concat([paddle.zeros([B, C, 1, W + 1], "float64"), table], axis=2)
+            self._table = (x, table.reshape([B, C, (H + 1) * (W + 1)]))
+        return self._table[1]
+
+    def _pooled_patches(self, x, c):
+        """Patches 1..k-1 around centres c [B, 2], each average-pooled to [B, C, g, g]."""
+        B, C, H, W = x.shape
+        g = self.g
+        table = self._summed_area_table(x)                                       # [B, C, (H+1)(W+1)]
+        steps = paddle.arange(g + 1, dtype="int64")
+        idx = []
+        for size in self.sizes[1:]:
+            edges = (c - size // 2).unsqueeze(2) + (size // g) * steps          # [B, 2, g+1]
+            cols, rows = edges[:, 0].clip(0, W), edges[:, 1].clip(0, H)          # [B, g+1]
+            idx.append((rows.unsqueeze(2) * (W + 1) + cols.unsqueeze(1)).reshape([B, 1, -1]))
+        idx = paddle.concat(idx, axis=2)                                         # [B, 1, (k-1)(g+1)^2]
+        if C > 1:
+            idx = idx.expand([B, C, idx.shape[2]])
+        corners = paddle.take_along_axis(table, idx, axis=2, broadcast=False)
+        corners = corners.reshape([B, C, self.k - 1, g + 1, g + 1])
+        sums = ((corners[..., 1:, 1:] - corners[..., :-1, 1:])
+                - (corners[..., 1:, :-1] - corners[..., :-1, :-1]))            # [B, C, k-1, g, g]
+        areas = paddle.to_tensor([float((size // g) ** 2) for size in self.sizes[1:]],
+                                 dtype="float64").reshape([1, 1, -1, 1, 1])
+        pooled = (sums / areas).astype(x.dtype)
+        return [pooled[:, :, i] for i in range(self.k - 1)]
 
 
 class GlimpseNetwork(nn.Layer):

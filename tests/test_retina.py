@@ -135,3 +135,20 @@ def test_sizes_and_dtype():
     assert r.sizes == [4, 8, 16]
     out = r.foveate(paddle.zeros([2, 1, 10, 10]), paddle.zeros([2, 2]))
     assert out.dtype == paddle.float32 and list(out.shape) == [2, 48]
+
+
+def test_pooled_scales_equal_avg_pooling_the_full_patch_and_survive_new_images():
+    """The summed-area-table path for pooled scales equals gathering the full-resolution
+    patches and avg-pooling them (float32 rounding apart), including when the same Retina
+    sees a new batch of images and then the first one again (its table cache)."""
+    import paddle.nn.functional as F
+    rng = np.random.RandomState(3)
+    retina = Retina(6, 4, 2)  # patches 6, 12, 24, 48 on a 50 x 70 image
+    batches = [paddle.to_tensor(rng.randn(5, 2, 50, 70).astype(np.float32)) for _ in range(2)]
+    l = paddle.to_tensor(rng.uniform(-1.1, 1.1, (5, 2)).clip(-1, 1).astype(np.float32))
+    for x in (batches[0], batches[1], batches[0]):
+        phi = retina.foveate(x, l).numpy().reshape(5, 4, 2, 6, 6)
+        full = retina.extract_patches(x, l)
+        for i, patch in enumerate(full):
+            pooled = F.avg_pool2d(patch, patch.shape[-1] // 6).numpy() if i else patch.numpy()
+            np.testing.assert_allclose(phi[:, i], pooled, rtol=0, atol=2e-6)
