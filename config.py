@@ -19,7 +19,9 @@ parser = argparse.ArgumentParser(
     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     epilog="Examples: `python main.py` trains; `python main.py --resume=True --best True` "
            "resumes from the best checkpoint; `python main.py --is_train=False --best True` "
-           "tests it on the MNIST test set.")
+           "tests it on the MNIST test set. `python -m paddle.distributed.launch "
+           "--nproc_per_node N main.py ...` trains data-parallel in N processes (GPUs, or CPU "
+           "with gloo; several machines with --ips).")
 
 
 def _one_line_error(message):
@@ -63,7 +65,10 @@ g.add_argument("--clutter", type=int, default=None,
                help="# 8x8 clutter pieces for --dataset cluttered (default: 4 up to 60x60, else 8)")
 g.add_argument("--valid_size", type=float, default=0.1,
                help="fraction of the training set held out for validation, in [0, 1)")
-g.add_argument("--batch_size", type=int, default=128, help="# images per batch")
+g.add_argument("--batch_size", type=int, default=128,
+               help="# images per optimizer step, globally: a run of N processes "
+                    "(paddle.distributed.launch) gives each batch_size/N of them, so the "
+                    "steps, and the lr, are those of one process")
 g.add_argument("--num_workers", type=int, default=0,
                help="no effect: kept for the reference's CLI; batches come from in-memory tensors")
 g.add_argument("--shuffle", type=str2bool, default=True,
@@ -77,7 +82,9 @@ g.add_argument("--momentum", type=float, default=0.5,
                help="no effect: kept for the reference's CLI; the optimizer is Adam")
 g.add_argument("--epochs", type=int, default=300,
                help="total # epochs; a resumed run continues up to this number")
-g.add_argument("--init_lr", type=float, default=3e-4, help="initial learning rate (Adam)")
+g.add_argument("--init_lr", type=float, default=3e-4,
+               help="initial learning rate (Adam); the same for any # of processes, since "
+                    "--batch_size is global")
 g.add_argument("--lr_patience", type=int, default=20,
                help="epochs without a better validation accuracy before the lr is reduced")
 g.add_argument("--lr_factor", type=float, default=0.8, help="ReduceOnPlateau multiplies the lr by this")

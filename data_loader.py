@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from utils import RamError, save_image_grid
+from utils import RamError, check_batch_split, save_image_grid
 
 MEAN, STD = 0.1307, 0.3081
 VALID_SEED, TEST_SEED = 20140624, 20141208  # fixed evaluation canvases (any run, any machine)
@@ -112,6 +112,7 @@ class TensorLoader:
         self.y = paddle.to_tensor(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
+        self.rank, self.world, self.pad = 0, 1, False
 
     @staticmethod
     def _prepare(images):
@@ -120,12 +121,51 @@ class TensorLoader:
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    def shard(self, rank, world, pad):
+        """Yield only rank `rank`'s part of every batch, for a run of `world` processes.
+
+        `batch_size` stays global: each batch of the epoch's order is cut into `world`
+        contiguous parts, so the ranks together see exactly the batches of a one-process run.
+        pad=True (training) completes a short last batch with samples from the start of the
+        order until it divides evenly: DataParallel averages the ranks' gradients, which is
+        the batch mean only for equal parts, and every rank must take the same number of
+        steps. pad=False (evaluation) keeps each sample exactly once; the parts of a short
+        last batch then differ by at most one, and a rank may get none of it.
+        """
+        if pad:
+            check_batch_split(self.batch_size, world)
+        self.rank, self.world, self.pad = rank, world, pad
+        return self
+
+    def _local_order(self, order):
+        """This rank's sample indices [n_local] for an epoch order [n], and its batch sizes."""
+        parts = []
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            if self.world > 1:
+                if self.pad and len(chunk) % self.world:
+                    extra = np.resize(order, self.world - len(chunk) % self.world)
+                    chunk = np.concatenate([chunk, extra])
+                chunk = np.array_split(chunk, self.world)[self.rank]
+            if len(chunk):
+                parts.append(chunk)
+        if not parts:
+            return np.zeros(0, dtype=np.int64), []
+        return np.concatenate(parts), [len(p) for p in parts]
+
     def __len__(self):
-        return -(-len(self.y) // self.batch_size)
+        """# batches this rank takes per epoch."""
+        return len(self._local_order(np.arange(self.num_samples))[1])
 
     @property
     def num_samples(self):
+        """Size of the whole set, over all ranks."""
         return len(self.y)
+
+    @property
+    def local_samples(self):
+        """# samples this rank takes per epoch (padding included)."""
+        return len(self._local_order(np.arange(self.num_samples))[0])
 
     def _batch(self, idx):
         """idx: int64 [B] sample indices -> (x [B, C, H, W], y [B])."""
@@ -138,9 +178,14 @@ class TensorLoader:
         order = np.arange(n)
         if self.shuffle:
             order = np.random.RandomState([self.seed, self.epoch]).permutation(n)
+        order, sizes = self._local_order(order)
+        if not sizes:
+            return
         order = paddle.to_tensor(order)
-        for start in range(0, n, self.batch_size):
-            yield self._batch(order[start:start + self.batch_size])
+        start = 0
+        for size in sizes:
+            yield self._batch(order[start:start + size])
+            start += size
 
 
 class CanvasLoader(TensorLoader):
@@ -171,7 +216,7 @@ class CanvasLoader(TensorLoader):
 
     @staticmethod
     def _prepare(images):
-        return images.reshape(len(images), -1).astype(np.float32) / 255.0   # [N, h*w] in [0, 1]
+        return normalize(images).reshape(len(images), -1)                   # [N, h*w]
 
     def _draw(self, seed):
         """Placement parameters [N, 2 + 5 * clutter] int64 for every sample, from `seed`."""
@@ -194,7 +239,8 @@ class CanvasLoader(TensorLoader):
     def _batch(self, idx):
         import paddle
         if self.params is None:
-            self.params = self._draw([self.seed, self.epoch])
+            # Its own stream: drawn from (seed, epoch) alone it would repeat the shuffle's.
+            self.params = self._draw([self.seed, self.epoch, 1])
         p = paddle.gather(self.params, idx)                                   # [B, 2 + 5K]
         B, K, N = idx.shape[0], self.clutter, self.canvas
         where = [(p[:, 0] * N + p[:, 1]).unsqueeze(1) + self.digit_on_canvas]  # [B, h*h]
@@ -210,11 +256,12 @@ class CanvasLoader(TensorLoader):
                           .reshape([B, -1]))
             where.append(((paste[:, :, 0] * N + paste[:, :, 1]).unsqueeze(2)
                           + self.piece_on_canvas).reshape([B, -1]))
-        blank = paddle.zeros([B, N * N], dtype=self.x.dtype)
+        # Pixels are stored normalised; normalising is increasing, so the max of normalised
+        # pixels over a normalised blank equals normalising the max afterwards, minus a pass.
+        blank = paddle.full([B, N * N], -MEAN / STD, dtype=self.x.dtype)
         canvas = paddle.put_along_axis(blank, paddle.concat(where, 1), paddle.concat(pixels, 1),
                                        axis=1, reduce="amax", broadcast=False)
-        x = ((canvas - MEAN) / STD).reshape([B, 1, N, N])
-        return x, paddle.gather(self.y, idx)
+        return canvas.reshape([B, 1, N, N]), paddle.gather(self.y, idx)
 
 
 def make_loader(images, labels, batch_size, dataset="mnist", canvas=60, clutter=None,
@@ -225,6 +272,8 @@ def make_loader(images, labels, batch_size, dataset="mnist", canvas=60, clutter=
     if dataset not in DATASETS:
         raise RamError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     k = 0 if dataset == "translated" else (default_clutter(canvas) if clutter is None else clutter)
+    if k < 0:
+        raise RamError(f"--clutter must be >= 0 (got {k})")
     return CanvasLoader(images, labels, batch_size, canvas, k, shuffle, seed, fixed_seed)
 
 

@@ -19,15 +19,19 @@ def main(argv=None):
         notes = check_config(config)
         device = select_device(config.device, config.use_gpu)
         set_seed(config.random_seed)
-        trainer = Trainer(config, device)
+        trainer = Trainer(config, device)  # joins the process group when launched distributed
         trainer.logger.info(f"[*] Device: {device}" + (f" ({MKL_THREADS} MKL threads)" if device == "cpu" else ""))
+        if trainer.world > 1:
+            trainer.logger.info(f"[*] Data parallel: {trainer.world} processes, "
+                                f"{config.batch_size // trainer.world} images each per global "
+                                f"batch of {config.batch_size}")
         for note in notes:
             trainer.logger.info(note)
         if config.is_train:
             train, valid = data_loader.get_train_valid_loader(
                 config.data_dir, config.batch_size, config.random_seed, config.valid_size,
-                config.shuffle, config.show_sample, config.plot_dir, config.dataset,
-                config.canvas, config.clutter)
+                config.shuffle, config.show_sample and trainer.is_main, config.plot_dir,
+                config.dataset, config.canvas, config.clutter)
             trainer.train(train, valid)
         else:
             trainer.test(data_loader.get_test_loader(

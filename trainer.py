@@ -8,16 +8,20 @@ import json
 import os
 import pickle
 import re
+import signal
 import sys
 import time
 from typing import NamedTuple
 
+import numpy as np
 import paddle
+import paddle.distributed as dist
+import paddle.nn as nn
 import paddle.nn.functional as F
 from tqdm import tqdm
 
 from model import RecurrentAttention
-from utils import ARCH_KEYS, RamError, get_logger, model_name
+from utils import ARCH_KEYS, RamError, check_batch_split, get_logger, init_distributed, model_name
 
 
 class Episode(NamedTuple):
@@ -51,6 +55,25 @@ def rollout_loss(model, x, y, num_glimpses, M=1, reinforce_weight=0.01, l_0=None
     loss_reinforce = (-log_pi * (R - baselines.detach())).sum(1).mean()
     loss = loss_action + loss_baseline + reinforce_weight * loss_reinforce
     return Episode(loss, correct.sum(), log_probas, locs)
+
+
+class EpisodeLayer(nn.Layer):
+    """A whole training episode as one layer: forward(x [B, C, H, W], y [B], l_0 [B, 2] or
+    None, noise [T, B, 2] or None) -> Episode of rollout_loss with M = 1.
+
+    paddle.DataParallel arms its gradient all-reduce in its forward, once per backward; the
+    model's own forward is a single glimpse, called T times per episode, so the episode has
+    to be the forward of the layer that DataParallel wraps.
+    """
+
+    def __init__(self, model, num_glimpses, reinforce_weight):
+        super().__init__()
+        self.model = model
+        self.num_glimpses, self.reinforce_weight = num_glimpses, reinforce_weight
+
+    def forward(self, x, y, l_0=None, noise=None):
+        return rollout_loss(self.model, x, y, self.num_glimpses, 1, self.reinforce_weight,
+                            l_0, noise)
 
 
 def atomic_save(obj, path):
@@ -126,19 +149,36 @@ class Trainer:
 
     Checkpoints are dicts {epoch, model_state, optim_state, best_valid_acc, counter, elapsed,
     config}; the reference's files (no counter/elapsed/config) load as well.
+
+    Started by paddle.distributed.launch, every process builds a Trainer: the training step
+    runs under paddle.DataParallel, metrics are summed over the ranks, and only rank 0 logs
+    and writes files. Checkpoints hold the bare model, so any number of ranks can resume them.
     """
 
     def __init__(self, config, device="cpu"):
         self.config = config
         self.device = device
+        self.rank, self.world = init_distributed()
+        self.is_main = self.rank == 0
+        if self.world > 1 and config.is_train:
+            check_batch_split(config.batch_size, self.world)
         state = None
         if config.resume or not config.is_train:
             state = load_checkpoint_file(self.checkpoint_path())
             self._check_or_adopt_arch(state)
         self.name = model_name(config)
-        os.makedirs(config.logs_dir, exist_ok=True)
-        self.logger = get_logger("ram", os.path.join(config.logs_dir, self.name + ".log"))
+        if self.is_main:
+            os.makedirs(config.logs_dir, exist_ok=True)
+        self.logger = get_logger("ram", os.path.join(config.logs_dir, self.name + ".log")
+                                 if self.is_main else None, console=self.is_main)
         self.model = build_model(config)
+        self.net = EpisodeLayer(self.model, config.num_glimpses, config.reinforce_weight)
+        if self.world > 1:
+            # Broadcasts rank 0's initial weights, then all-reduces (averages) the gradients.
+            self.net = paddle.DataParallel(self.net)
+            # Same weights, but each rank must draw its own locations.
+            paddle.seed(int(np.random.SeedSequence([config.random_seed, self.rank])
+                            .generate_state(1)[0]))
         self.scheduler = paddle.optimizer.lr.ReduceOnPlateau(
             learning_rate=config.init_lr, mode="max", factor=config.lr_factor,
             patience=config.lr_patience)
@@ -230,13 +270,23 @@ class Trainer:
             ep = self._episode(x, y, M)
             loss_sum += ep.loss * x.shape[0]
             correct += ep.correct
+        loss_sum, correct = self._sum_over_ranks(loss_sum, correct)
         n = loader.num_samples
-        correct = int(round(correct.item()))
-        return loss_sum.item() / n, 100.0 * correct / n, correct
+        correct = int(round(correct))
+        return loss_sum / n, 100.0 * correct / n, correct
 
-    def train_step(self, x, y):
-        """One optimisation step on a batch x [B, C, H, W], y [B]; returns its Episode."""
-        ep = self._episode(x, y)
+    def _sum_over_ranks(self, *values):
+        """Python floats of the values ([] tensors or numbers), each summed over the ranks."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        total = paddle.to_tensor([float(v) for v in values], dtype="float64")
+        dist.all_reduce(total)
+        return total.tolist()
+
+    def train_step(self, x, y, l_0=None, noise=None):
+        """One optimisation step on a batch x [B, C, H, W], y [B] (this rank's part of the
+        global batch); l_0 [B, 2] and noise [T, B, 2] fix the episode. Returns its Episode."""
+        ep = self.net(x, y, l_0, noise)
         self.optimizer.clear_grad()
         ep.loss.backward()
         self.optimizer.step()
@@ -246,10 +296,12 @@ class Trainer:
         """One pass over the training loader; returns mean loss and accuracy (%)."""
         self.model.train()
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
-        seen, n = 0, loader.num_samples
-        dump = self.config.plot_freq and (self.epoch + 1) % self.config.plot_freq == 0
-        with tqdm(total=n, desc=f"epoch {self.epoch + 1}", file=sys.stdout, leave=False,
-                  mininterval=1.0, dynamic_ncols=True) as bar:
+        seen = 0
+        dump = (self.is_main and self.config.plot_freq
+                and (self.epoch + 1) % self.config.plot_freq == 0)
+        with tqdm(total=loader.local_samples, desc=f"epoch {self.epoch + 1}", file=sys.stdout,
+                  leave=False, mininterval=1.0, dynamic_ncols=True,
+                  disable=not self.is_main) as bar:
             for i, (x, y) in enumerate(loader):
                 ep = self.train_step(x, y)
                 B = x.shape[0]
@@ -262,7 +314,9 @@ class Trainer:
                 if (i + 1) % self.config.print_freq == 0:  # the only host sync in the loop
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
                                     acc=f"{100 * correct.item() / seen:.2f}")
-        return loss_sum.item() / n, 100.0 * correct.item() / n
+        # With several ranks, padding may repeat a few samples: average over what was seen.
+        loss_sum, correct, seen = self._sum_over_ranks(loss_sum, correct, seen)
+        return loss_sum / seen, 100.0 * correct / seen
 
     def dump_glimpses(self, x, locs):
         """Save 9 images [9, H, W] and their fixations [T, 9, 2] for plot_glimpses.py."""
@@ -272,11 +326,26 @@ class Trainer:
             with open(os.path.join(folder, f"{prefix}_{self.epoch + 1}.p"), "wb") as f:
                 pickle.dump(value.numpy(), f)
 
+    @staticmethod
+    def _interrupt_on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher sends it more than once
+        raise KeyboardInterrupt
+
     def train(self, train_loader, valid_loader):
         c = self.config
-        self.save_params_json()
+        train_loader.shard(self.rank, self.world, pad=True)
+        valid_loader.shard(self.rank, self.world, pad=False)
+        main = self.is_main
+        if self.world > 1:
+            # paddle.distributed.launch passes Ctrl-C on as SIGTERM, which Paddle's own handler
+            # turns into an abort. Rank 0 makes it a KeyboardInterrupt, to save; the others
+            # carry on meanwhile so that rank 0 never waits in a collective for a dead peer,
+            # and end when it is gone.
+            signal.signal(signal.SIGTERM, self._interrupt_on_sigterm if main else signal.SIG_IGN)
+        if main:
+            self.save_params_json()
         writer = None
-        if c.use_tensorboard:
+        if c.use_tensorboard and main:
             from tensorboardX import SummaryWriter
             writer = SummaryWriter(os.path.join(c.logs_dir, self.name))
         self.logger.info(f"[*] {self.name} on {self.device}: train on {train_loader.num_samples}, "
@@ -305,22 +374,24 @@ class Trainer:
                     for tag, v in (("train/loss", train_loss), ("train/acc", train_acc),
                                    ("val/loss", val_loss), ("val/acc", val_acc), ("lr", lr)):
                         writer.add_scalar(tag, v, self.epoch)
-                if is_best:
+                if is_best and main:
                     self.save_checkpoint(best=True)
                 stop = self.counter > c.train_patience
-                if stop or self.epoch % c.save_freq == 0 or self.epoch == c.epochs:
+                if main and (stop or self.epoch % c.save_freq == 0 or self.epoch == c.epochs):
                     self.save_checkpoint()
                 if stop:
                     self.logger.info("[!] No improvement in a while, stopping training.")
                     break
         except KeyboardInterrupt:
-            path = self.save_checkpoint(interrupted=True)
-            self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1}: saved {path}; resume "
-                             f"with: python main.py --resume=True --ckpt {path}")
+            if main:
+                path = self.save_checkpoint(interrupted=True)
+                self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1}: saved {path}; "
+                                 f"resume with: python main.py --resume=True --ckpt {path}")
         finally:
             if writer:
                 writer.close()
-        self.plot_curves()
+        if main:
+            self.plot_curves()
 
     def plot_curves(self):
         """Learning curves of this model's log (all runs, resumed ones included) as a PNG."""
@@ -333,6 +404,7 @@ class Trainer:
             self.logger.info(f"[!] No learning curves: {e}")
 
     def test(self, test_loader):
+        test_loader.shard(self.rank, self.world, pad=False)
         _, acc, correct = self.evaluate(test_loader, self.config.M)
         self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
                          f"({acc:.2f}% - {100 - acc:.2f}%)")

@@ -26,6 +26,14 @@ def model_name(config):
     return name if dataset == "mnist" else f"{name}_{dataset}{config.canvas}"
 
 
+def check_batch_split(batch_size, world):
+    """--batch_size is the global batch: it must split evenly over `world` processes."""
+    if batch_size % world:
+        fits = max(world, batch_size // world * world)
+        raise RamError(f"--batch_size {batch_size} is the global batch and must be divisible by "
+                       f"the {world} processes; use e.g. --batch_size {fits}")
+
+
 def set_seed(seed):
     """Seed every generator the program uses (Python, NumPy, Paddle): randomness lives here."""
     import paddle
@@ -51,12 +59,15 @@ def tune_cpu_env(threads=None):
     MKL picks a slow generic code path on AMD CPUs; MKL_DEBUG_CPU_TYPE=5 selects its AVX2
     kernels there (2x faster on these EPYC machines). OpenMP stays at one thread: its
     fork/join costs more than it gains on RAM's many tiny element-wise ops. MKL gets
-    `threads` (default: every core). Values the user exported win.
+    `threads` (default: every core, shared out among the processes that
+    paddle.distributed.launch starts on this machine). Values the user exported win.
     """
     if "AMD" in cpu_vendor():
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("MKL_NUM_THREADS", str(threads or os.cpu_count() or 1))
+    local_procs = max(1, int(os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1))
+    threads = threads or max(1, (os.cpu_count() or 1) // local_procs)
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     return int(os.environ["MKL_NUM_THREADS"])
 
 
@@ -72,15 +83,26 @@ def select_device(device="auto", use_gpu=True):
     return use
 
 
-def get_logger(name, log_file=None):
-    """A logger printing plain lines to stdout and, if given, appending them to log_file."""
+def init_distributed():
+    """(rank, world size) of this process, joining the process group when launched by
+    paddle.distributed.launch (which sets PADDLE_TRAINERS_NUM); (0, 1) otherwise."""
+    import paddle.distributed as dist
+    world = dist.get_world_size()
+    if world > 1 and not dist.is_initialized():
+        dist.init_parallel_env()
+    return dist.get_rank(), world
+
+
+def get_logger(name, log_file=None, console=True):
+    """A logger printing plain lines to stdout (unless console=False) and, if given,
+    appending them to log_file; with neither it drops everything below WARNING."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
-    handlers = [logging.StreamHandler(sys.stdout)]
+    handlers = [logging.StreamHandler(sys.stdout)] if console else []
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
