@@ -28,6 +28,7 @@ else:
     torch = pytest.importorskip("torch", reason="pip install -r requirements-dev.txt")
 
 import align  # noqa: E402
+from _util import write_idx  # noqa: E402
 from utils import ARCH_KEYS  # noqa: E402
 
 # A small multi-scale architecture: fast, and rnn.i2h is square (glimpse 16 + loc 8 = 24).
@@ -141,10 +142,7 @@ def tiny_test_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_mnist")
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         arr = read_idx(str(need(MNIST_DIR / (name + ".gz"), "MNIST test file " + name)))
-        arr = np.ascontiguousarray(arr[:N_TEST_IMAGES], dtype=np.uint8)
-        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big")
-                                                         for n in arr.shape)
-        (d / name).write_bytes(header + arr.tobytes())
+        write_idx(d / name, arr[:N_TEST_IMAGES])
     return d
 
 

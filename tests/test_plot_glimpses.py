@@ -1,6 +1,5 @@
 """plot_glimpses.py: exact retina boxes, animation/PNG outputs of both modes, learning curves,
 and one-line errors. Runs from any working directory and needs no real training or data."""
-import gzip
 import os
 import pickle
 import subprocess
@@ -14,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import plot_glimpses as pg  # noqa: E402
+from _util import write_idx  # noqa: E402
 
 SCRIPT = str(ROOT / "plot_glimpses.py")
 # Small architecture with 3 scales, so nested boxes and pooled patches are exercised.
@@ -190,13 +190,6 @@ def test_missing_dump_fails_in_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------- checkpoint mode
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     """A tiny MNIST test split (20 images) and an untrained checkpoint with 3 glimpses."""
