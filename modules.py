@@ -119,7 +119,7 @@ class Retina:
         return phi.reshape([x.shape[0], -1])
 
     def _summed_area_table(self, x):
-        """[B, C, (H+1)*(W+1)] float64, entry (r, c) = sum of x[:, :, :r, :c].
+        """[B, C, H*W] float64, entry (r, c) = sum of x[:, :, :r+1, :c+1].
 
         Kept for the last x seen: a rollout glimpses the same images num_glimpses times, and
         the table costs more than all the look-ups of one glimpse. (Images are inputs, never
@@ -128,26 +128,28 @@ class Retina:
         if self._table is None or self._table[0] is not x:
             B, C, H, W = x.shape
             table = x.astype("float64").cumsum(axis=2).cumsum(axis=3)           # [B, C, H, W]
-            table = paddle.concat([paddle.zeros([B, C, H, 1], "float64"), table], axis=3)
-            table = paddle.concat([paddle.zeros([B, C, 1, W + 1], "float64"), table], axis=2)
-            self._table = (x, table.reshape([B, C, (H + 1) * (W + 1)]))
+            self._table = (x, table.reshape([B, C, H * W]))
         return self._table[1]
 
     def _pooled_patches(self, x, c):
         """Patches 1..k-1 around centres c [B, 2], each average-pooled to [B, C, g, g]."""
         B, C, H, W = x.shape
         g = self.g
-        table = self._summed_area_table(x)                                       # [B, C, (H+1)(W+1)]
+        table = self._summed_area_table(x)                                       # [B, C, H*W]
         steps = paddle.arange(g + 1, dtype="int64")
-        idx = []
+        idx, empty = [], []
         for size in self.sizes[1:]:
+            # Block edges clamped to the image; the sum over rows [0, e) is table row e - 1,
+            # and an edge at 0 sums nothing (read entry 0, then zero it).
             edges = (c - size // 2).unsqueeze(2) + (size // g) * steps          # [B, 2, g+1]
-            cols, rows = edges[:, 0].clip(0, W), edges[:, 1].clip(0, H)          # [B, g+1]
-            idx.append((rows.unsqueeze(2) * (W + 1) + cols.unsqueeze(1)).reshape([B, 1, -1]))
-        idx = paddle.concat(idx, axis=2)                                         # [B, 1, (k-1)(g+1)^2]
+            cols, rows = edges[:, 0].clip(0, W) - 1, edges[:, 1].clip(0, H) - 1  # [B, g+1]
+            empty.append((rows.unsqueeze(2) < 0) | (cols.unsqueeze(1) < 0))      # [B, g+1, g+1]
+            idx.append(rows.clip(min=0).unsqueeze(2) * W + cols.clip(min=0).unsqueeze(1))
+        idx = paddle.stack(idx, axis=1).reshape([B, 1, -1])                      # [B, 1, (k-1)(g+1)^2]
+        keep = ~paddle.stack(empty, axis=1).reshape([B, 1, -1])
         if C > 1:
             idx = idx.expand([B, C, idx.shape[2]])
-        corners = paddle.take_along_axis(table, idx, axis=2, broadcast=False)
+        corners = paddle.take_along_axis(table, idx, axis=2, broadcast=False) * keep.astype("float64")
         corners = corners.reshape([B, C, self.k - 1, g + 1, g + 1])
         sums = ((corners[..., 1:, 1:] - corners[..., :-1, 1:])
                 - (corners[..., 1:, :-1] - corners[..., :-1, :-1]))            # [B, C, k-1, g, g]
