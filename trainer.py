@@ -405,7 +405,10 @@ class Trainer:
 
     def test(self, test_loader):
         test_loader.shard(self.rank, self.world, pad=False)
+        tic = time.time()
         _, acc, correct = self.evaluate(test_loader, self.config.M)
+        self.logger.info(f"[*] Evaluated {test_loader.num_samples} images (M={self.config.M}) "
+                         f"in {time.time() - tic:.1f}s")
         self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
                          f"({acc:.2f}% - {100 - acc:.2f}%)")
         return acc
