@@ -80,8 +80,12 @@ def atomic_save(obj, path):
     """paddle.save to a temporary file beside `path`, then rename: no half-written checkpoint."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    paddle.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        paddle.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:  # interrupted mid-write: leave the old file, and no stray temporary
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_checkpoint_file(path):
@@ -148,7 +152,7 @@ class Trainer:
     """Builds the model (from the flags or a checkpoint) and trains or tests it.
 
     Checkpoints are dicts {epoch, model_state, optim_state, best_valid_acc, counter, elapsed,
-    config}; the reference's files (no counter/elapsed/config) load as well.
+    config, rng_state}; the reference's files (only the first four) load as well.
 
     Started by paddle.distributed.launch, every process builds a Trainer: the training step
     runs under paddle.DataParallel, metrics are summed over the ranks, and only rank 0 logs
@@ -222,6 +226,10 @@ class Trainer:
         self.best_valid_acc = float(state.get("best_valid_acc", 0.0))
         self.counter = int(state.get("counter", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+        if self.config.is_train and self.world == 1 and state.get("rng_state"):
+            # Location noise continues where it stopped: resuming is bit-identical to never
+            # having stopped. (Several ranks keep their own per-rank streams instead.)
+            paddle.set_rng_state(state["rng_state"])
         if self.config.is_train and state.get("optim_state"):
             optim = _rename_optim_keys(state["optim_state"], {
                 k: p.name for k, p in self.model.state_dict().items()})
@@ -243,6 +251,7 @@ class Trainer:
             "counter": self.counter,
             "elapsed": self.elapsed,
             "config": vars(self.config).copy(),
+            "rng_state": paddle.get_rng_state(),
         }
         path = self.checkpoint_path(best=best, epoch=self.epoch)
         if interrupted:

@@ -233,3 +233,24 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
     resumed = epoch_lines(log_file.read_text())
     assert resumed[-1][:2] == (n + 1, n + 1) and f"epochs {n + 1}..{n + 1}" in log_file.read_text()
     assert load(ckpt_dir / f"{NAME}_ckpt{n + 1}.pdparams")["epoch"] == n + 1
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
+    """2 epochs straight == 1 epoch, then --resume for the second: same weights, same log."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["--plot_freq", "0", "--save_freq", "1"]
+    for d, epochs in ((straight, 2), (split, 1)):
+        res = run_main(train_args(tiny_data, d / "ckpt", d, "--epochs", epochs, *common), cwd=tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+    res = run_main(train_args(tiny_data, split / "ckpt", split, "--epochs", 2, "--resume=True",
+                              "--best", "False", *common), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    a = load(straight / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    b = load(split / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    for key in a:
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+    line = [line for line in (straight / "logs" / f"{NAME}.log").read_text().splitlines()
+            if line.startswith("epoch 2/2")][0]
+    again = [line for line in (split / "logs" / f"{NAME}.log").read_text().splitlines()
+             if line.startswith("epoch 2/2")][0]
+    assert line.split("|")[:4] == again.split("|")[:4]  # lr, train and val metrics
