@@ -4,7 +4,7 @@ import warnings
 
 from utils import RamError, select_device, set_seed, tune_cpu_env
 
-MKL_THREADS = tune_cpu_env()  # before anything imports Paddle: MKL reads it once, at load
+tune_cpu_env()  # before anything imports Paddle: MKL reads its environment once, at load
 # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
 warnings.filterwarnings("ignore", message="No ccache found")
 
@@ -20,11 +20,6 @@ def main(argv=None):
         device = select_device(config.device, config.use_gpu)
         set_seed(config.random_seed)
         trainer = Trainer(config, device)  # joins the process group when launched distributed
-        trainer.logger.info(f"[*] Device: {device}" + (f" ({MKL_THREADS} MKL threads)" if device == "cpu" else ""))
-        if trainer.world > 1:
-            trainer.logger.info(f"[*] Data parallel: {trainer.world} processes, "
-                                f"{config.batch_size // trainer.world} images each per global "
-                                f"batch of {config.batch_size}")
         for note in notes:
             trainer.logger.info(note)
         if config.is_train:

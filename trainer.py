@@ -175,6 +175,12 @@ class Trainer:
             os.makedirs(config.logs_dir, exist_ok=True)
         self.logger = get_logger("ram", os.path.join(config.logs_dir, self.name + ".log")
                                  if self.is_main else None, console=self.is_main)
+        threads = f" ({os.environ.get('MKL_NUM_THREADS')} MKL threads)" if device == "cpu" else ""
+        self.logger.info(f"[*] Device: {device}{threads}")
+        if self.world > 1:
+            self.logger.info(f"[*] Data parallel: {self.world} processes, "
+                             f"{config.batch_size // self.world} images each per global batch "
+                             f"of {config.batch_size}")
         self.model = build_model(config)
         self.net = EpisodeLayer(self.model, config.num_glimpses, config.reinforce_weight)
         if self.world > 1:
