@@ -49,7 +49,7 @@ g.add_argument("--num_glimpses", type=int, default=6, help="# glimpses, i.e. BPT
 g.add_argument("--hidden_size", type=int, default=256, help="hidden size of the core RNN")
 
 g = group("Reinforce Params")
-g.add_argument("--std", type=float, default=0.05, help="std of the Gaussian location policy")
+g.add_argument("--std", type=float, default=0.1, help="std of the Gaussian location policy")
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
 g.add_argument("--reinforce_weight", type=float, default=0.01,
@@ -65,7 +65,7 @@ g.add_argument("--clutter", type=int, default=None,
                help="# 8x8 clutter pieces for --dataset cluttered (default: 4 up to 60x60, else 8)")
 g.add_argument("--valid_size", type=float, default=0.1,
                help="fraction of the training set held out for validation, in [0, 1)")
-g.add_argument("--batch_size", type=int, default=128,
+g.add_argument("--batch_size", type=int, default=256,
                help="# images per optimizer step, globally: a run of N processes "
                     "(paddle.distributed.launch) gives each batch_size/N of them, so the "
                     "steps, and the lr, are those of one process")
@@ -80,15 +80,15 @@ g = group("Training Params")
 g.add_argument("--is_train", type=str2bool, default=True, help="train (True) or test (False)")
 g.add_argument("--momentum", type=float, default=0.5,
                help="no effect: kept for the reference's CLI; the optimizer is Adam")
-g.add_argument("--epochs", type=int, default=300,
+g.add_argument("--epochs", type=int, default=500,
                help="total # epochs; a resumed run continues up to this number")
-g.add_argument("--init_lr", type=float, default=3e-4,
+g.add_argument("--init_lr", type=float, default=1e-3,
                help="initial learning rate (Adam); the same for any # of processes, since "
                     "--batch_size is global")
 g.add_argument("--lr_patience", type=int, default=20,
                help="epochs without a better validation accuracy before the lr is reduced")
-g.add_argument("--lr_factor", type=float, default=0.8, help="ReduceOnPlateau multiplies the lr by this")
-g.add_argument("--train_patience", type=int, default=50,
+g.add_argument("--lr_factor", type=float, default=0.5, help="ReduceOnPlateau multiplies the lr by this")
+g.add_argument("--train_patience", type=int, default=60,
                help="epochs without a better validation accuracy before training stops")
 g.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay of Adam")
 

@@ -177,6 +177,13 @@ class Trainer:
                                  if self.is_main else None, console=self.is_main)
         threads = f" ({os.environ.get('MKL_NUM_THREADS')} MKL threads)" if device == "cpu" else ""
         self.logger.info(f"[*] Device: {device}{threads}")
+        if state is not None and not state.get("config"):
+            self.logger.info(
+                f"[!] {self.checkpoint_path()} stores no config (reference format): read with the "
+                f"flags patch_size={config.patch_size} num_patches={config.num_patches} "
+                f"glimpse_scale={config.glimpse_scale} num_glimpses={config.num_glimpses} "
+                f"std={config.std}; pass the ones it was trained with (the reference "
+                f"implementation's published model: --std 0.05)")
         if self.world > 1:
             self.logger.info(f"[*] Data parallel: {self.world} processes, "
                              f"{config.batch_size // self.world} images each per global batch "

@@ -11,8 +11,10 @@ import paddle
 import pytest
 
 from _util import MAIN, acc_lines, cli_env, epoch_lines, run_main
+from config import get_config
 
 NAME = "ram_2_8x8_1"
+INIT_LR = get_config([]).init_lr  # the runs here use the default learning rate
 BATCHES_PER_EPOCH = 17            # ceil(540 / 32)
 BETA1 = 0.9                       # Adam's default
 
@@ -44,7 +46,7 @@ def test_training_writes_checkpoints_logs_and_plots(tiny_run):
     log = log_of(tiny_run.logs_dir)
     epochs = epoch_lines(log)
     assert [(e, n) for e, n, _ in epochs] == [(1, 2), (2, 2)], log
-    assert epochs[0][2] == pytest.approx(3e-4)
+    assert epochs[0][2] == pytest.approx(INIT_LR)
     assert "train on 540, validate on 60 images" in log
     assert "epoch 2/2" in tiny_run.result.stdout
     for name in ("g_1.p", "l_1.p", "g_2.p", "l_2.p"):        # plot_freq 1: a dump per epoch
@@ -63,7 +65,7 @@ def test_checkpoint_contents(tiny_run):
     assert list(s2["model_state"]["sensor.fc1.weight"].shape) == [64, 128]
     sched = s2["optim_state"]["LR_Scheduler"]
     assert sched["last_epoch"] == 2
-    assert s1["optim_state"]["LR_Scheduler"]["last_lr"] == pytest.approx(3e-4)
+    assert s1["optim_state"]["LR_Scheduler"]["last_lr"] == pytest.approx(INIT_LR)
     # Adam's beta1 power advanced one step per batch: 17 batches between the two checkpoints.
     assert beta1_pow(s2) / beta1_pow(s1) == pytest.approx(BETA1 ** BATCHES_PER_EPOCH, rel=1e-4)
     # counter and best_valid_acc agree with the validation accuracies in the log
@@ -78,7 +80,7 @@ def test_checkpoint_contents(tiny_run):
     assert best["epoch"] == (2 if improved else 1)
     assert best["best_valid_acc"] == s2["best_valid_acc"]
     # --lr_patience 0 --lr_factor 0.5: the lr halves exactly when epoch 2 did not improve
-    assert sched["last_lr"] == pytest.approx(3e-4 if improved else 1.5e-4)
+    assert sched["last_lr"] == pytest.approx(INIT_LR if improved else INIT_LR * 0.5)
 
 
 # ------------------------------------------------------------------ resume
@@ -148,7 +150,7 @@ def test_resume_lr_false_restarts_at_init_lr(tiny_data, ckpt_copy, tmp_path):
                    cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     epochs = epoch_lines(log_of(tmp_path / "logs"))
-    assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(3e-4)
+    assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(INIT_LR)
 
 
 # ------------------------------------------------------------------ test mode

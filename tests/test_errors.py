@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
+from config import get_config
 from _util import idx_bytes, run_main, stderr_lines
 
 NAME = "ram_2_8x8_1"
@@ -203,9 +204,11 @@ def test_reference_checkpoint_with_other_patch_size(reference_ckpt, tmp_path):
 
 def test_mismatching_flags_name_the_differing_config_values(tiny_run, tmp_path):
     res = run_main(["--is_train=False", "--ckpt_dir", tiny_run.ckpt_dir, "--num_glimpses", "2",
-                    "--hidden_size", "64", "--std", "0.1", "--logs_dir", tmp_path / "logs"],
+                    "--hidden_size", "64", "--std", "0.2", "--logs_dir", tmp_path / "logs"],
                    cwd=tmp_path, timeout=60)
-    assert_one_error_line(res, "hidden_size=256 (flags: 64)", "std=0.05 (flags: 0.1)", "--ckpt")
+    trained_std = get_config([]).std  # tiny_run trains with the default
+    assert_one_error_line(res, "hidden_size=256 (flags: 64)", f"std={trained_std} (flags: 0.2)",
+                          "--ckpt")
 
 
 def test_gpu_requested_without_cuda(tmp_path):

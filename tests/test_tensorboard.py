@@ -2,6 +2,7 @@
 import struct
 
 from _util import run_main
+from config import get_config
 
 
 def read_scalars(event_file):
@@ -30,4 +31,4 @@ def test_tensorboard_scalars_per_epoch(tiny_data, tmp_path):
     assert set(scalars) == {"train/loss", "train/acc", "val/loss", "val/acc", "lr"}
     assert [step for step, _ in scalars["val/acc"]] == [1, 2]
     assert all(0 <= v <= 100 for _, v in scalars["val/acc"])
-    assert abs(scalars["lr"][0][1] - 3e-4) < 1e-9
+    assert abs(scalars["lr"][0][1] - get_config([]).init_lr) < 1e-9
