@@ -56,14 +56,15 @@ EPOCH_LINE = re.compile(
 
 # ---------------------------------------------------------------------------- geometry
 def pixel_centre(coords, size):
-    """Locations in [-1, 1] -> integer pixel indices, exactly as modules.Retina.denormalize.
+    """Locations in [-1, 1] (numbers or arrays) -> integer pixel indices (numpy int64).
 
-    floor(0.5 * ((coords + 1) * size)) in float32 and in the Retina's operation order, so
-    the result agrees with the network's bit for bit (coords = 1 gives `size`, one pixel
-    past the image, as in the reference).
+    The network's own modules.Retina.denormalize, so a drawn box sits exactly where the
+    retina looked (coords = 1 gives `size`, one pixel past the image, as in the reference).
     """
-    c = np.asarray(coords, dtype=np.float32)
-    return np.floor(np.float32(0.5) * ((c + np.float32(1.0)) * np.float32(size))).astype(np.int64)
+    import paddle
+    from modules import Retina
+    c = paddle.to_tensor(np.asarray(coords, dtype=np.float32))
+    return Retina.denormalize(size, c).numpy()
 
 
 def glimpse_boxes(loc, H, W, g, k, s):
