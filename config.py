@@ -1,6 +1,7 @@
 """Command-line flags, grouped as in the reference implementation, plus checks on their values."""
 import argparse
 
+from data_loader import DATASETS, default_clutter
 from utils import RamError
 
 
@@ -56,7 +57,7 @@ g.add_argument("--reinforce_weight", type=float, default=0.01,
                help="weight of the REINFORCE term in the hybrid loss")
 
 g = group("Data Params")
-g.add_argument("--dataset", choices=("mnist", "translated", "cluttered"), default="mnist",
+g.add_argument("--dataset", choices=DATASETS, default="mnist",
                help="mnist: 28x28 digits; translated: a digit at a random place on a blank "
                     "canvas; cluttered: translated plus 8x8 pieces of other digits")
 g.add_argument("--canvas", type=int, default=60,
@@ -151,7 +152,7 @@ def check_config(config):
         if config.dataset == "translated":
             config.clutter = 0
         elif config.clutter is None:
-            config.clutter = 4 if config.canvas <= 60 else 8
+            config.clutter = default_clutter(config.canvas)
         need(config.clutter >= 0, f"--clutter must be >= 0 (got {config.clutter})")
     image_size = config.canvas
     need(config.valid_size > 0 or not config.is_train,

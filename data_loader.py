@@ -31,6 +31,8 @@ DATASETS = ("mnist", "translated", "cluttered")
 def default_clutter(canvas):
     """The paper's clutter density: 4 pieces on 60x60, 8 on 100x100."""
     return 4 if canvas <= 60 else 8
+
+
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
