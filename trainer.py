@@ -358,12 +358,12 @@ class Trainer:
         train_loader.shard(self.rank, self.world, pad=True)
         valid_loader.shard(self.rank, self.world, pad=False)
         main = self.is_main
-        if self.world > 1:
-            # paddle.distributed.launch passes Ctrl-C on as SIGTERM, which Paddle's own handler
-            # turns into an abort. Rank 0 makes it a KeyboardInterrupt, to save; the others
-            # carry on meanwhile so that rank 0 never waits in a collective for a dead peer,
-            # and end when it is gone.
-            signal.signal(signal.SIGTERM, self._interrupt_on_sigterm if main else signal.SIG_IGN)
+        # SIGTERM (a scheduler's kill, `kill PID`, or paddle.distributed.launch passing on
+        # Ctrl-C) gets the same resumable checkpoint as Ctrl-C instead of Paddle's abort.
+        # Rank 0 turns it into a KeyboardInterrupt; the other ranks carry on meanwhile so
+        # that rank 0 never waits in a collective for a dead peer, and end when it is gone.
+        previous = signal.signal(signal.SIGTERM,
+                                 self._interrupt_on_sigterm if main else signal.SIG_IGN)
         if main:
             self.save_params_json()
         writer = None
@@ -410,6 +410,7 @@ class Trainer:
                 self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1}: saved {path}; "
                                  f"resume with: python main.py --resume=True --ckpt {path}")
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if writer:
                 writer.close()
         if main:

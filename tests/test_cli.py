@@ -198,7 +198,9 @@ def wait_for(predicate, proc, timeout):
     return False
 
 
-def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_interrupt_leaves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
+    """Ctrl-C, or a kill from a job scheduler, ends the run with a checkpoint to resume."""
     ckpt_dir, logs = tmp_path / "ckpt", tmp_path / "logs"
     args = train_args(tiny_data, ckpt_dir, tmp_path, "--epochs", "200", "--save_freq", "50",
                       "--plot_freq", "0")
@@ -210,7 +212,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tiny_data, tmp_path):
             seen = wait_for(lambda: log_file.is_file() and "epoch 1/200" in log_file.read_text(),
                             proc, timeout=120)
             assert seen and proc.poll() is None, (tmp_path / "err.txt").read_text()[-3000:]
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             rc = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
