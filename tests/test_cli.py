@@ -206,8 +206,10 @@ def test_interrupt_leaves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
                       "--plot_freq", "0")
     log_file = logs / f"{NAME}.log"
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        # A shell's background jobs inherit an ignored SIGINT; a user's terminal does not.
         proc = subprocess.Popen([sys.executable, str(MAIN), *map(str, args)], cwd=tmp_path,
-                                env=cli_env(), stdout=out, stderr=err)
+                                env=cli_env(), stdout=out, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             seen = wait_for(lambda: log_file.is_file() and "epoch 1/200" in log_file.read_text(),
                             proc, timeout=120)
