@@ -1,12 +1,17 @@
 """Training throughput of the real step (Trainer.train_step, what `python main.py` runs) and the
 GEMM floor of this machine for the same shapes.
 
-    python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20]
+    python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20] [--profile]
 
 For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
 batches and report the median samples/s. Then time Paddle's matmul alone on every GEMM one
 training step performs (forward, weight gradient, input gradient) and print the implied
-floor: FLOPs per sample / matmul rate. The last line is `samples/s: N` for batch 128.
+floor: FLOPs per sample / matmul rate. `--static` times the same episode compiled by
+paddle.jit.to_static (after checking that one step gives the eager loss), an experiment, not
+what main.py runs; try it with MKL_NUM_THREADS=1, which leaves the cores to Paddle's
+multi-threaded static-graph interpreter. `--profile` adds Paddle's operator table for
+`--steps` steps (forward ops and their *GradNode backward), to see where the rest goes. The
+last line is `samples/s: N` for batch 128.
 """
 import argparse
 import os
@@ -98,6 +103,33 @@ def throughput(trainer, loader, windows, steps):
     return statistics.median(rates), rates
 
 
+def compile_episode(trainer, loader):
+    """Swap trainer.net for its paddle.jit.to_static version, after checking on one batch
+    (fixed l_0 and noise) that it gives the eager loss."""
+    from trainer import Episode
+    x, y = next(iter(loader))
+    l_0 = paddle.uniform([x.shape[0], 2], min=-1.0, max=1.0)
+    noise = paddle.randn([trainer.config.num_glimpses, x.shape[0], 2])
+    eager = trainer.net(x, y, l_0, noise).loss.item()
+    static = paddle.jit.to_static(trainer.net, full_graph=True)
+    assert static(x, y, l_0, noise)[0].item() == eager, "to_static changed the loss"
+    trainer.net = lambda *args: Episode(*static(*args))
+
+
+def profile(trainer, loader, steps):
+    """Print Paddle's per-operator CPU time table for `steps` training steps."""
+    import paddle.profiler as profiler
+    data = [b for _, b in zip(range(steps), loader)]
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU],
+                             on_trace_ready=lambda _: None)  # the table only, no trace file
+    prof.start()
+    for x, y in data:
+        ep = trainer.train_step(x, y)
+    ep.loss.item()
+    prof.stop()
+    prof.summary(op_detail=False, views=profiler.SummaryView.OperatorView, time_unit="ms")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch_sizes", type=int, nargs="+", default=None,
@@ -105,12 +137,16 @@ def main():
     p.add_argument("--windows", type=int, default=7)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
+    p.add_argument("--static", action="store_true",
+                   help="time the episode compiled by paddle.jit.to_static instead")
+    p.add_argument("--profile", action="store_true",
+                   help="also print the per-operator time table of --steps steps")
     args = p.parse_args()
 
     default = get_config([])
     sizes = args.batch_sizes or sorted({128, default.batch_size})
     device = select_device("auto")
-    print(f"device {device}, MKL threads {MKL_THREADS}, "
+    print(f"device {device}, MKL threads {MKL_THREADS}, {'static' if args.static else 'eager'}, "
           f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', '-')}")
     results = {}
     scratch = tempfile.mkdtemp(prefix="ram_bench_")
@@ -120,7 +156,11 @@ def main():
         set_seed(config.random_seed)
         trainer = Trainer(config, device)
         train, _ = data_loader.get_train_valid_loader(config.data_dir, bs, config.random_seed)
+        if args.static:
+            compile_episode(trainer, train)
         rate, rates = throughput(trainer, train, args.windows, args.steps)
+        if args.profile:
+            profile(trainer, train, args.steps)
         flops, floor_s = gemm_floor(config, bs)
         results[bs] = rate
         print(f"batch {bs}: {rate:,.0f} samples/s (median; windows "
