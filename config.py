@@ -50,7 +50,11 @@ g.add_argument("--num_glimpses", type=int, default=6, help="# glimpses, i.e. BPT
 g.add_argument("--hidden_size", type=int, default=256, help="hidden size of the core RNN")
 
 g = group("Reinforce Params")
-g.add_argument("--std", type=float, default=0.1, help="std of the Gaussian location policy")
+g.add_argument("--std", type=float, default=0.1,
+               help="initial std of the Gaussian location policy")
+g.add_argument("--std_factor", type=float, default=1.0,
+               help="each lr reduction multiplies the std by this too (1: fixed std, as in the "
+                    "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
 g.add_argument("--reinforce_weight", type=float, default=0.01,
@@ -139,6 +143,7 @@ def check_config(config):
     need(0 <= config.valid_size < 1, f"--valid_size must be in [0, 1) (got {config.valid_size})")
     need(0 < config.lr_factor < 1, f"--lr_factor must be in (0, 1) (got {config.lr_factor})")
     need(config.std > 0, f"--std must be > 0 (got {config.std})")
+    need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
     need(config.batch_size >= 1, f"--batch_size must be >= 1 (got {config.batch_size})")
     for name in ("loc_hidden", "glimpse_hidden", "hidden_size"):

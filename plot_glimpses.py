@@ -50,7 +50,7 @@ MEAN, STD = 0.1307, 0.3081   # MNIST normalisation (data_loader.py): pixel 0 and
 VMIN, VMAX = (0 - MEAN) / STD, (1 - MEAN) / STD   # these, so every panel shares one grey scale
 
 EPOCH_LINE = re.compile(
-    r"epoch (\d+)/\d+ \| lr (\S+) \| train loss (\S+) acc (\S+) \| "
+    r"epoch (\d+)/\d+ \| lr (\S+)(?: std (\S+))? \| train loss (\S+) acc (\S+) \| "
     r"val loss (\S+) acc (\S+) err (\S+)")
 
 
@@ -440,8 +440,8 @@ def plot_checkpoint(args):
 # ---------------------------------------------------------------------------- learning curves
 def parse_log(log_file):
     """The per-epoch lines of a training log, the last occurrence of each epoch (a resumed run
-    repeats some), sorted by epoch: dict of arrays epoch, lr, train_loss, train_acc,
-    val_loss, val_acc."""
+    repeats some), sorted by epoch: dict of arrays epoch, lr, std (NaN in logs written
+    before the std was logged), train_loss, train_acc, val_loss, val_acc."""
     if not os.path.isfile(log_file):
         raise RamError(f"log file {log_file} not found; training writes logs/<model_name>.log")
     rows = {}
@@ -450,7 +450,8 @@ def parse_log(log_file):
             m = EPOCH_LINE.search(line)
             if m:
                 try:
-                    rows[int(m.group(1))] = [float(v) for v in m.groups()[1:6]]
+                    rows[int(m.group(1))] = [float("nan" if v is None else v)
+                                             for v in m.groups()[1:7]]
                 except ValueError:
                     continue
     if not rows:
@@ -458,14 +459,15 @@ def parse_log(log_file):
                        "| val loss ...'); train for at least one epoch first")
     epochs = sorted(rows)
     table = np.array([rows[e] for e in epochs], dtype=np.float64)
-    names = ("lr", "train_loss", "train_acc", "val_loss", "val_acc")
+    names = ("lr", "std", "train_loss", "train_acc", "val_loss", "val_acc")
     out = {"epoch": np.array(epochs)}
     out.update({name: table[:, i] for i, name in enumerate(names)})
     return out
 
 
 def plot_curves(log_file, out_png):
-    """Three panels (accuracy, loss, learning rate per epoch) from a training log -> out_png.
+    """Three panels (accuracy, loss, learning rate and policy std per epoch) from a training
+    log -> out_png.
 
     Raises RamError when the log is missing or has no epoch lines. Returns out_png.
     """
@@ -487,6 +489,12 @@ def plot_curves(log_file, out_png):
     if (c["lr"] > 0).all():
         ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
+    std = c["std"]
+    if np.isfinite(std).any() and np.nanmin(std) < np.nanmax(std):  # only a schedule is news
+        ax_std = ax_lr.twinx()
+        ax_std.plot(ep, std, color="teal", drawstyle="steps-post", label="policy std")
+        ax_std.set_yscale("log")
+        ax_std.set_ylabel("location policy std", color="teal")
     for ax, title in ((ax_acc, "accuracy"), (ax_loss, "loss"), (ax_lr, "learning rate")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")

@@ -21,7 +21,7 @@ MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 # Nothing listens on port 9 (discard) locally: any download attempt fails at once.
 DEAD_PROXY = "http://127.0.0.1:9"
 TEST_ACC_RE = re.compile(r"\[\*\] Test Acc: (\d+)/(\d+) \((\d+\.\d\d)% - (\d+\.\d\d)%\)")
-EPOCH_RE = re.compile(r"^epoch (\d+)/(\d+) \| lr ([0-9.e+-]+) \|", re.M)
+EPOCH_RE = re.compile(r"^epoch (\d+)/(\d+) \| lr ([0-9.e+-]+) std [0-9.e+-]+ \|", re.M)
 
 
 # ---------------------------------------------------------------- files
@@ -78,7 +78,7 @@ def acc_lines(text):
 
 
 def epoch_lines(log_text):
-    """[(epoch, total, lr)] for every 'epoch N/M | lr X |' line of a log."""
+    """[(epoch, total, lr)] for every 'epoch N/M | lr X std S |' line of a log."""
     return [(int(e), int(t), float(lr)) for e, t, lr in EPOCH_RE.findall(log_text)]
 
 

@@ -153,6 +153,29 @@ def test_resume_lr_false_restarts_at_init_lr(tiny_data, ckpt_copy, tmp_path):
     assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(INIT_LR)
 
 
+def test_std_factor_cuts_the_std_with_the_lr_and_test_mode_uses_it(tiny_data, ckpt_copy,
+                                                                    tmp_path):
+    """A scheduler whose best (100%) cannot be beaten, with patience 0, halves the lr after
+    every epoch; --std_factor 0.5 then halves the policy's std as well."""
+    path = ckpt_copy / f"{NAME}_ckpt2.pdparams"
+    state = load(path)
+    state["optim_state"]["LR_Scheduler"].update(best=100.0, num_bad_epochs=0, last_lr=1e-3)
+    paddle.save(state, str(path))
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
+                              "--last_epoch", "2", "--epochs", "4", "--lr_patience", "0",
+                              "--std_factor", "0.5"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    log = log_of(tmp_path / "logs")
+    assert re.findall(r"^epoch (\d)/.*lr (\S+) std (\S+) \|", log, re.M) == [
+        ("3", "1.000e-03", "0.1"), ("4", "5.000e-04", "0.05")]
+    s4 = load(ckpt_copy / f"{NAME}_ckpt4.pdparams")
+    assert s4["std"] == pytest.approx(0.025) and s4["config"]["std"] == 0.1
+    # Testing the file samples with the std it ended with, not the initial --std.
+    res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", ckpt_copy / f"{NAME}_ckpt4.pdparams")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(M=1, std 0.025)" in res.stdout
+
+
 # ------------------------------------------------------------------ test mode
 def run_test_mode(tiny_data, tmp_path, *extra, seed=1):
     tmp_path.mkdir(parents=True, exist_ok=True)

@@ -304,6 +304,19 @@ def test_parse_log_keeps_last_occurrence(tmp_path):
     assert c["lr"].tolist() == [3e-4, 3e-4, 2.4e-4]
 
 
+def test_parse_log_reads_the_std_schedule(tmp_path):
+    """Logs since --std_factor carry 'lr X std S'; older lines parse with std NaN."""
+    log = tmp_path / "ram_6_8x8_1.log"
+    log.write_text(LOG + "epoch 4/300 | lr 1.200e-04 std 0.05 | train loss 1.8 acc 41.00 | "
+                   "val loss 1.6 acc 46.00 err 54.00 | 40.0s, total 2.7 min\n")
+    c = pg.parse_log(str(log))
+    assert c["epoch"].tolist() == [1, 2, 3, 4] and c["lr"][3] == 1.2e-4
+    assert np.isnan(c["std"][:3]).all() and c["std"][3] == 0.05 and c["train_acc"][3] == 41.0
+    out = tmp_path / "c.png"
+    assert pg.plot_curves(str(log), str(out)) == str(out)
+    assert decodes(out) == (960, 288)
+
+
 def test_plot_curves_writes_png(tmp_path):
     log = tmp_path / "logs" / "ram_6_8x8_1.log"
     log.parent.mkdir()
