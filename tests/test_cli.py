@@ -171,7 +171,8 @@ def test_std_factor_cuts_the_std_with_the_lr_and_test_mode_uses_it(tiny_data, ck
     s4 = load(ckpt_copy / f"{NAME}_ckpt4.pdparams")
     assert s4["std"] == pytest.approx(0.025) and s4["config"]["std"] == 0.1
     # Testing the file samples with the std it ended with, not the initial --std.
-    res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", ckpt_copy / f"{NAME}_ckpt4.pdparams")
+    res = run_test_mode(tiny_data, tmp_path / "test",
+                        "--ckpt", ckpt_copy / f"{NAME}_ckpt4.pdparams")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "(M=1, std 0.025)" in res.stdout
 
