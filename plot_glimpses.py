@@ -374,22 +374,6 @@ def plot_dump(args):
 
 
 # ---------------------------------------------------------------------------- checkpoint mode
-def load_model(ckpt):
-    """The checkpoint's model in eval mode and its config (config.py defaults, with the
-    architecture and dataset stored in the checkpoint). Every failure is one RamError line."""
-    from config import check_config, get_config
-    from trainer import adopt_arch, build_model, load_checkpoint_file, load_model_state
-    from utils import model_name
-    state = load_checkpoint_file(ckpt)
-    cfg = get_config(["--is_train", "False"])
-    adopt_arch(cfg, state)
-    check_config(cfg)
-    model = build_model(cfg)
-    load_model_state(model, state, ckpt, model_name(cfg))
-    model.eval()
-    return model, cfg
-
-
 def run_model(model, x, num_glimpses, seed):
     """One seeded rollout on x [n, 1, H, W] (numpy). Returns locs [T, n, 2], predictions [n]
     and the patches the network received [T, n, k, g, g]."""
@@ -408,6 +392,7 @@ def run_model(model, x, num_glimpses, seed):
 
 def plot_checkpoint(args):
     import data_loader
+    from trainer import load_model
     from utils import model_name
     if args.num_images < 1:
         raise RamError(f"--num_images must be >= 1 (got {args.num_images})")

@@ -20,6 +20,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from tqdm import tqdm
 
+from config import check_config, get_config
 from model import RecurrentAttention
 from utils import ARCH_KEYS, RamError, check_batch_split, get_logger, init_distributed, model_name
 
@@ -124,7 +125,9 @@ def build_model(config):
 
 
 def load_model_state(model, state, path, name):
-    """Load state['model_state'] into model after checking every key and shape (one RamError)."""
+    """Load state['model_state'] into model after checking every key and shape (one RamError),
+    and the location policy's std the file was saved with (files without one keep the
+    model's, i.e. --std)."""
     own, theirs = model.state_dict(), state["model_state"]
     problems = [f"missing {k}" for k in own if k not in theirs]
     problems += [f"unexpected {k}" for k in theirs if k not in own]
@@ -134,6 +137,20 @@ def load_model_state(model, state, path, name):
         raise RamError(f"checkpoint {path} does not fit this architecture ({name}): "
                        + "; ".join(problems) + ". Pass the flags it was trained with, or --ckpt")
     model.set_state_dict(theirs)
+    model.locator.std = float(state.get("std", model.locator.std))
+
+
+def load_model(path):
+    """The checkpoint's model in eval mode and its config (config.py defaults, with the
+    architecture and dataset stored in the checkpoint). Every failure is one RamError line."""
+    state = load_checkpoint_file(path)
+    config = get_config(["--is_train", "False"])
+    adopt_arch(config, state)
+    check_config(config)
+    model = build_model(config)
+    load_model_state(model, state, path, model_name(config))
+    model.eval()
+    return model, config
 
 
 def _rename_optim_keys(optim_state, rename):
@@ -241,7 +258,6 @@ class Trainer:
         self.best_valid_acc = float(state.get("best_valid_acc", 0.0))
         self.counter = int(state.get("counter", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
-        self.model.locator.std = float(state.get("std", self.config.std))
         if self.config.is_train and self.world == 1 and state.get("rng_state"):
             # Location noise continues where it stopped: resuming is bit-identical to never
             # having stopped. (Several ranks keep their own per-rank streams instead.)

@@ -29,10 +29,8 @@ warnings.filterwarnings("ignore", message="No ccache found")
 import paddle  # noqa: E402
 
 import data_loader  # noqa: E402
-from config import check_config, get_config  # noqa: E402
-from trainer import adopt_arch, build_model, load_checkpoint_file, load_model_state  # noqa: E402
-from trainer import rollout_loss  # noqa: E402
-from utils import RamError, model_name, set_seed  # noqa: E402
+from trainer import load_model, rollout_loss  # noqa: E402
+from utils import RamError, set_seed  # noqa: E402
 
 
 @paddle.no_grad()
@@ -63,14 +61,8 @@ def main(argv=None):
     print("| --- | --: | --: | " + " | ".join("--:" for _ in args.stds) + " | --: |")
     try:
         for path in files:
-            state = load_checkpoint_file(path)
-            config = get_config(["--is_train=False"])
-            adopt_arch(config, state)
-            check_config(config)
-            model = build_model(config)
-            load_model_state(model, state, path, model_name(config))
-            model.eval()
-            own = float(state.get("std", config.std))
+            model, config = load_model(path)
+            own = model.locator.std
             loader = data_loader.get_test_loader(args.data_dir, args.batch_size, config.dataset,
                                                  config.canvas, config.clutter)
             cells = []

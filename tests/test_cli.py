@@ -12,6 +12,7 @@ import pytest
 
 from _util import MAIN, acc_lines, cli_env, epoch_lines, run_main
 from config import get_config
+from trainer import load_model
 
 NAME = "ram_2_8x8_1"
 INIT_LR = get_config([]).init_lr  # the runs here use the default learning rate
@@ -170,6 +171,8 @@ def test_std_factor_cuts_the_std_with_the_lr_and_test_mode_uses_it(tiny_data, ck
         ("3", "1.000e-03", "0.1"), ("4", "5.000e-04", "0.05")]
     s4 = load(ckpt_copy / f"{NAME}_ckpt4.pdparams")
     assert s4["std"] == pytest.approx(0.025) and s4["config"]["std"] == 0.1
+    # Every loader of a checkpoint (test mode, plot_glimpses, benchmarks) samples with it.
+    assert load_model(str(ckpt_copy / f"{NAME}_ckpt4.pdparams"))[0].locator.std == 0.025
     # Testing the file samples with the std it ended with, not the initial --std.
     res = run_test_mode(tiny_data, tmp_path / "test",
                         "--ckpt", ckpt_copy / f"{NAME}_ckpt4.pdparams")

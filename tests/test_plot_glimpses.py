@@ -238,7 +238,8 @@ def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
     """The locations drawn are the model's own rollout, and its patches are the Retina's."""
     import paddle
     import data_loader
-    model, cfg = pg.load_model(str(tiny_ckpt["ckpt"]))
+    from trainer import load_model
+    model, cfg = load_model(str(tiny_ckpt["ckpt"]))
     assert {k: getattr(cfg, k) for k in ARCH} == ARCH
     images, _ = data_loader.load_mnist(str(tiny_ckpt["data"]), "test")
     x = data_loader.normalize(images[:4])
