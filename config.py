@@ -57,6 +57,9 @@ g.add_argument("--std_factor", type=float, default=1.0,
                     "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
+g.add_argument("--reinforce_core", type=str2bool, default=False,
+               help="let the REINFORCE gradient reach the core and glimpse networks too (the "
+                    "paper's objective); False: only the location network (the reference)")
 g.add_argument("--reinforce_weight", type=float, default=0.01,
                help="weight of the REINFORCE term in the hybrid loss")
 

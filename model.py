@@ -17,14 +17,16 @@ from modules import (ActionNetwork, BaselineNetwork, CoreNetwork, GlimpseNetwork
 class RecurrentAttention(nn.Layer):
     """Args: g patch size, k patches per glimpse, s scale between patches, c image channels,
     h_g / h_l hidden sizes of the glimpse network, std of the location policy, hidden_size of
-    the core RNN, num_classes."""
+    the core RNN, num_classes; reinforce_core lets the REINFORCE gradient reach the core and
+    glimpse networks (default: the locator reads a detached h_t, as in the reference)."""
 
-    def __init__(self, g, k, s, c, h_g, h_l, std, hidden_size, num_classes):
+    def __init__(self, g, k, s, c, h_g, h_l, std, hidden_size, num_classes,
+                 reinforce_core=False):
         super().__init__()
         self.hidden_size = hidden_size
         self.sensor = GlimpseNetwork(h_g, h_l, g, k, s, c)
         self.rnn = CoreNetwork(h_g + h_l, hidden_size)
-        self.locator = LocationNetwork(hidden_size, 2, std)
+        self.locator = LocationNetwork(hidden_size, 2, std, detach=not reinforce_core)
         self.classifier = ActionNetwork(hidden_size, num_classes)
         self.baseliner = BaselineNetwork(hidden_size, 1)
 

@@ -211,20 +211,24 @@ class CoreNetwork(nn.Layer):
 class LocationNetwork(nn.Layer):
     """Gaussian policy over the next fixation, mu = tanh(fc_lt(relu(fc(h_t)))), fixed std.
 
-    The policy reads a detached h_t: the location is learnt by REINFORCE alone, and the
-    classification loss never reaches these weights. forward(h_t [B, in], noise=None)
-    -> (log_pi [B], l_t [B, 2]). `noise` is the standard-normal draw [B, 2]; pass it to make
-    the rollout exact, leave it None to draw from Paddle's seeded generator.
+    The location is learnt by REINFORCE alone: the classification loss never reaches these
+    weights. By default (the reference) the policy reads a detached h_t, so REINFORCE trains
+    only these weights; with detach=False its gradient also reaches the core and glimpse
+    networks, as in the paper's objective over all of the agent's parameters.
+    forward(h_t [B, in], noise=None) -> (log_pi [B], l_t [B, 2]). `noise` is the
+    standard-normal draw [B, 2]; pass it to make the rollout exact, leave it None to draw
+    from Paddle's seeded generator.
     """
 
-    def __init__(self, input_size, output_size, std):
+    def __init__(self, input_size, output_size, std, detach=True):
         super().__init__()
         self.std = float(std)
+        self.detach = detach
         self.fc = nn.Linear(input_size, input_size // 2)
         self.fc_lt = nn.Linear(input_size // 2, output_size)
 
     def forward(self, h_t, noise=None):
-        mu = paddle.tanh(self.fc_lt(F.relu(self.fc(h_t.detach()))))
+        mu = paddle.tanh(self.fc_lt(F.relu(self.fc(h_t.detach() if self.detach else h_t))))
         if noise is None:
             noise = paddle.randn(mu.shape, dtype=mu.dtype)
         l_t = (mu + self.std * noise).detach()

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from config import check_config, get_config
 from model import RecurrentAttention
-from utils import ARCH_KEYS, RamError, check_batch_split, get_logger, init_distributed, model_name
+from utils import ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, get_logger, init_distributed, model_name
 
 
 class Episode(NamedTuple):
@@ -121,7 +121,8 @@ def build_model(config):
     """The RecurrentAttention that `config` describes (1 channel, 10 classes: MNIST)."""
     return RecurrentAttention(
         config.patch_size, config.num_patches, config.glimpse_scale, 1, config.glimpse_hidden,
-        config.loc_hidden, config.std, config.hidden_size, 10)
+        config.loc_hidden, config.std, config.hidden_size, 10,
+        reinforce_core=config.reinforce_core)
 
 
 def load_model_state(model, state, path, name):
@@ -203,6 +204,13 @@ class Trainer:
                 f"glimpse_scale={config.glimpse_scale} num_glimpses={config.num_glimpses} "
                 f"std={config.std}; pass the ones it was trained with (the reference "
                 f"implementation's published model: --std 0.05)")
+        if state is not None and config.is_train:
+            stored = state.get("config") or {}
+            changed = [f"{k} {getattr(config, k)} (checkpoint: {stored[k]})" for k in TRAIN_KEYS
+                       if k in stored and stored[k] != getattr(config, k)]
+            if changed:
+                self.logger.info("[!] Resuming with other training flags than the checkpoint's: "
+                                 + ", ".join(changed))
         if self.world > 1:
             self.logger.info(f"[*] Data parallel: {self.world} processes, "
                              f"{config.batch_size // self.world} images each per global batch "

@@ -91,6 +91,8 @@ def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_
     assert res.returncode == 0, res.stdout + res.stderr
     log = log_of(tmp_path / "logs")
     assert "epochs 2..3" in log
+    # tiny_run trained with --lr_patience 0; this run does not pass it: the log says so.
+    assert "other training flags than the checkpoint's: lr_patience 20 (checkpoint: 0)" in log
     assert [(e, n) for e, n, _ in epoch_lines(log)] == [(2, 3), (3, 3)], log
     s1 = load(tiny_run.ckpt_dir / f"{NAME}_ckpt1.pdparams")
     s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
@@ -167,6 +169,7 @@ def test_std_factor_cuts_the_std_with_the_lr_and_test_mode_uses_it(tiny_data, ck
                               "--std_factor", "0.5"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     log = log_of(tmp_path / "logs")
+    assert "std_factor 0.5 (checkpoint: 1.0)" in log  # flags that differ are named
     assert re.findall(r"^epoch (\d)/.*lr (\S+) std (\S+) \|", log, re.M) == [
         ("3", "1.000e-03", "0.1"), ("4", "5.000e-04", "0.05")]
     s4 = load(ckpt_copy / f"{NAME}_ckpt4.pdparams")
@@ -287,3 +290,4 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
     again = [line for line in (split / "logs" / f"{NAME}.log").read_text().splitlines()
              if line.startswith("epoch 2/2")][0]
     assert line.split("|")[:4] == again.split("|")[:4]  # lr, train and val metrics
+    assert "other training flags" not in (split / "logs" / f"{NAME}.log").read_text()

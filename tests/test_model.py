@@ -225,6 +225,23 @@ def test_reinforce_trains_only_the_locator(routed):
         assert is_zero(v), n
 
 
+def test_reinforce_core_routes_reinforce_into_core_and_glimpse_net_only():
+    """--reinforce_core: the same episode (same outputs), but REINFORCE now also trains the
+    core and glimpse networks; still never the classifier or the baseline."""
+    paddle.seed(8)
+    model = RecurrentAttention(G, K, S, 1, 16, 8, STD, 32, CLASSES, reinforce_core=True)
+    model.set_state_dict(make_model(8).state_dict())
+    terms, (x, _, l0, noise) = loss_terms(model)
+    for ours, ref in zip(rollout_np(model, x, l0, noise), rollout_np(make_model(8), x, l0, noise)):
+        np.testing.assert_array_equal(ours, ref)
+    g = grads_of(terms["reinforce"], model)
+    for n in ("locator.fc.weight", "rnn.h2h.weight", "rnn.i2h.weight", "sensor.fc1.weight",
+              "sensor.fc3.weight", "sensor.fc4.weight"):
+        assert not is_zero(g[n]), n
+    for n, v in prefixed(g, "classifier.", "baseliner.").items():
+        assert is_zero(v), n
+
+
 def test_baseline_mse_trains_only_the_baseliner(routed):
     _, g, _ = routed
     assert not is_zero(g["mse"]["baseliner.fc.weight"])
