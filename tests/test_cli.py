@@ -13,6 +13,7 @@ import pytest
 from _util import MAIN, acc_lines, cli_env, epoch_lines, run_main
 from config import get_config
 from trainer import load_model
+from utils import ARCH_KEYS, TRAIN_KEYS
 
 NAME = "ram_2_8x8_1"
 INIT_LR = get_config([]).init_lr  # the runs here use the default learning rate
@@ -85,6 +86,12 @@ def test_checkpoint_contents(tiny_run):
 
 
 # ------------------------------------------------------------------ resume
+def test_train_keys_are_flags():
+    """The keys a resumed run compares with its checkpoint are real flags (no typo hides one)."""
+    config = vars(get_config([]))
+    assert all(k in config for k in TRAIN_KEYS + ARCH_KEYS)
+
+
 def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_path):
     res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
                               "--last_epoch", "1", "--epochs", "3"), cwd=tmp_path)
