@@ -1,6 +1,6 @@
 """Pictures of where RAM looks, and of how its training went.
 
-Three modes:
+Four modes:
 
     python plot_glimpses.py --plot_dir plots/<model_name>/ --epoch N
         Animates the glimpses the trainer dumped at epoch N (g_N.p images, l_N.p locations):
@@ -15,6 +15,10 @@ Three modes:
 
     python plot_glimpses.py --curves logs/<model_name>.log [--out plots/<model_name>_curves.png]
         Learning curves (accuracy, loss, learning rate per epoch) from a training log.
+
+    python plot_glimpses.py --compare LOG LOG [...] [--out plots/compare.png]
+        Runs side by side: validation accuracy and learning rate per epoch of each log, and a
+        table (best validation accuracy; mean over the 5 epochs up to every 50th epoch).
 
 Importing this module is cheap and has no side effects: Paddle and matplotlib are imported
 when a function needs them, and figures are drawn on their own Agg canvas (no pyplot state,
@@ -493,6 +497,44 @@ def plot_curves(log_file, out_png):
     return out_png
 
 
+def compare_runs(log_files, out_png, every=50, window=5):
+    """Validation accuracy and lr per epoch of several training logs in one figure -> out_png,
+    and a text table: each log's best validation accuracy (epoch), and its validation
+    accuracy averaged over the `window` epochs up to every `every`-th epoch (one epoch is
+    too noisy to compare runs by). Labels are the paths as given. Returns (out_png, table)."""
+    runs = [(path, parse_log(path)) for path in log_files]
+    last = max(int(c["epoch"][-1]) for _, c in runs)
+    marks = list(range(every, last + 1, every))
+    rows = [["log", "best val (epoch)"] + [f"@{e}" for e in marks]]
+    fig = _figure(12, 4.2)
+    ax_acc, ax_lr = fig.subplots(1, 2)
+    for path, c in runs:
+        ep, val = c["epoch"], c["val_acc"]
+        best = int(np.nanargmax(val))
+        row = [path, f"{val[best]:.2f} ({ep[best]})"]
+        for e in marks:
+            near = (ep > e - window) & (ep <= e)
+            row.append(f"{np.nanmean(val[near]):.2f}" if near.any() else "-")
+        rows.append(row)
+        line, = ax_acc.plot(ep, val, lw=0.8, label=f"{path}: best {val[best]:.2f}")
+        ax_lr.plot(ep, c["lr"], color=line.get_color(), drawstyle="steps-post", label=path)
+    top = max(np.nanmax(c["val_acc"]) for _, c in runs)
+    ax_acc.set_ylim(max(0.0, top - 5), min(100.0, top + 0.5))  # the part where runs differ
+    ax_acc.set_ylabel("validation accuracy (%)")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    for ax in (ax_acc, ax_lr):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right" if ax is ax_acc else "upper right")
+    fig.tight_layout()
+    _save(fig, out_png)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
+    return out_png, table
+
+
 # ---------------------------------------------------------------------------- CLI
 def build_parser():
     p = argparse.ArgumentParser(
@@ -500,12 +542,16 @@ def build_parser():
                     "and its learning curves. Writes GIF + PNG (and MP4 if ffmpeg is on PATH).",
         epilog="Examples: python plot_glimpses.py --plot_dir plots/ram_6_8x8_1/ --epoch 10 | "
                "python plot_glimpses.py --ckpt ckpt/ram_6_8x8_1_model_best.pdparams --out "
-               "plots/ram_6_8x8_1 | python plot_glimpses.py --curves logs/ram_6_8x8_1.log")
+               "plots/ram_6_8x8_1 | python plot_glimpses.py --curves logs/ram_6_8x8_1.log | "
+               "python plot_glimpses.py --compare logs/ram_6_8x8_1.log "
+               "logs/tuning/ram_6_8x8_1_runH.log")
     mode = p.add_argument_group("mode (exactly one)")
     mode.add_argument("--plot_dir", help="dump mode: the folder holding g_<epoch>.p and "
                       "l_<epoch>.p (plots/<model_name>/); the outputs go there too")
     mode.add_argument("--ckpt", help="checkpoint mode: run this checkpoint on test images")
     mode.add_argument("--curves", metavar="LOG", help="learning curves of this training log")
+    mode.add_argument("--compare", metavar="LOG", nargs="+",
+                      help="validation accuracy and lr of these training logs side by side")
     d = p.add_argument_group("dump mode")
     d.add_argument("--epoch", type=int, default=None,
                    help="the epoch whose dumps to plot (default: the latest in --plot_dir)")
@@ -525,7 +571,8 @@ def build_parser():
                    help="which of the shown images retina.png details (0-based)")
     p.add_argument("--out", default=None,
                    help="checkpoint mode: output folder (default plots/<model_name>); curves: "
-                        "output PNG (default plots/<log stem>_curves.png)")
+                        "output PNG (default plots/<log stem>_curves.png); compare: output PNG "
+                        "(default plots/compare.png)")
     p.add_argument("--frame_ms", type=int, default=FRAME_MS, help="ms per animation frame")
     return p
 
@@ -533,9 +580,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    modes = [m for m in ("plot_dir", "ckpt", "curves") if getattr(args, m)]
+    modes = [m for m in ("plot_dir", "ckpt", "curves", "compare") if getattr(args, m)]
     if len(modes) != 1:
-        parser.error("pass exactly one of --plot_dir (with --epoch), --ckpt or --curves")
+        parser.error("pass exactly one of --plot_dir (with --epoch), --ckpt, --curves or "
+                     "--compare")
     if args.frame_ms < 1:
         parser.error(f"--frame_ms must be >= 1 (got {args.frame_ms})")
     try:
@@ -543,6 +591,11 @@ def main(argv=None):
             stem = os.path.splitext(os.path.basename(args.curves))[0]
             written = [plot_curves(args.curves,
                                    args.out or os.path.join("plots", stem + "_curves.png"))]
+        elif args.compare:
+            png, table = compare_runs(args.compare, args.out or os.path.join("plots",
+                                                                              "compare.png"))
+            print(table)
+            written = [png]
         elif args.ckpt:
             written = plot_checkpoint(args)
         else:

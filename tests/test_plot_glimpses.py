@@ -331,6 +331,25 @@ def test_plot_curves_writes_png(tmp_path):
     decodes(tmp_path / "plots" / "ram_6_8x8_1_curves.png")
 
 
+def test_compare_runs_table_and_png(tmp_path):
+    """Two runs side by side: best validation accuracy (epoch) and the mean of the last
+    `window` epochs up to every `every`-th; the second run is shorter ('-' past its end)."""
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text(LOG)
+    b.write_text(LOG.split("[!]")[0])  # epochs 1-2 only
+    png, table = pg.compare_runs([str(a), str(b)], str(tmp_path / "cmp.png"), every=2, window=2)
+    assert decodes(png) == (960, 336)
+    header, row_a, row_b = [line.split() for line in table.splitlines()]
+    assert header == ["log", "best", "val", "(epoch)", "@2"]
+    assert row_a == [str(a), "46.43", "(2)", f"{(20.00 + 46.43) / 2:.2f}"]
+    assert row_b == [str(b), "35.00", "(2)", "27.50"]
+    done = run("--compare", a, b, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "46.43 (2)" in done.stdout
+    decodes(tmp_path / "plots" / "compare.png")
+    assert_one_line_error(run("--compare", a, tmp_path / "missing.log", cwd=tmp_path))
+
+
 def test_curves_errors_are_one_line(tmp_path):
     assert_one_line_error(run("--curves", tmp_path / "missing.log", cwd=tmp_path))
     empty = tmp_path / "empty.log"
