@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from config import check_config, get_config
 from model import RecurrentAttention
-from utils import ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, get_logger, init_distributed, model_name
+from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, get_logger,
+                   init_distributed, model_name)
 
 
 class Episode(NamedTuple):
