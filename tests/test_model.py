@@ -232,7 +232,8 @@ def test_reinforce_core_routes_reinforce_into_core_and_glimpse_net_only():
     model = RecurrentAttention(G, K, S, 1, 16, 8, STD, 32, CLASSES, reinforce_core=True)
     model.set_state_dict(make_model(8).state_dict())
     terms, (x, _, l0, noise) = loss_terms(model)
-    for ours, ref in zip(rollout_np(model, x, l0, noise), rollout_np(make_model(8), x, l0, noise)):
+    reference = rollout_np(make_model(8), x, l0, noise)
+    for ours, ref in zip(rollout_np(model, x, l0, noise), reference):
         np.testing.assert_array_equal(ours, ref)
     g = grads_of(terms["reinforce"], model)
     for n in ("locator.fc.weight", "rnn.h2h.weight", "rnn.i2h.weight", "sensor.fc1.weight",
