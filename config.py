@@ -77,8 +77,6 @@ g.add_argument("--batch_size", type=int, default=256,
                help="# images per optimizer step, globally: a run of N processes "
                     "(paddle.distributed.launch) gives each batch_size/N of them, so the "
                     "steps, and the lr, are those of one process")
-g.add_argument("--num_workers", type=int, default=0,
-               help="no effect: kept for the reference's CLI; batches come from in-memory tensors")
 g.add_argument("--shuffle", type=str2bool, default=True,
                help="shuffle the train/valid split and every training epoch")
 g.add_argument("--show_sample", type=str2bool, default=False,
@@ -86,8 +84,6 @@ g.add_argument("--show_sample", type=str2bool, default=False,
 
 g = group("Training Params")
 g.add_argument("--is_train", type=str2bool, default=True, help="train (True) or test (False)")
-g.add_argument("--momentum", type=float, default=0.5,
-               help="no effect: kept for the reference's CLI; the optimizer is Adam")
 g.add_argument("--epochs", type=int, default=500,
                help="total # epochs; a resumed run continues up to this number")
 g.add_argument("--init_lr", type=float, default=1e-3,
