@@ -71,6 +71,10 @@ g.add_argument("--canvas", type=int, default=60,
                help="side of the translated/cluttered image in pixels (the paper: 60, 100)")
 g.add_argument("--clutter", type=int, default=None,
                help="# 8x8 clutter pieces for --dataset cluttered (default: 4 up to 60x60, else 8)")
+g.add_argument("--shift", type=int, default=0,
+               help="mnist training images move by a random whole number of pixels in "
+                    "[-shift, shift] on each axis, drawn afresh every epoch (augmentation; "
+                    "validation and test images never move; 0: off)")
 g.add_argument("--valid_size", type=float, default=0.1,
                help="fraction of the training set held out for validation, in [0, 1)")
 g.add_argument("--batch_size", type=int, default=256,
@@ -149,8 +153,11 @@ def check_config(config):
         need(getattr(config, name) >= 2, f"--{name} must be >= 2 (got {getattr(config, name)})")
     need(config.save_freq >= 1, f"--save_freq must be >= 1 (got {config.save_freq})")
     need(config.print_freq >= 1, f"--print_freq must be >= 1 (got {config.print_freq})")
+    need(config.shift >= 0, f"--shift must be >= 0 (got {config.shift})")
     if config.dataset == "mnist":
         config.canvas, config.clutter = 28, 0
+        need(config.shift < 28, f"--shift {config.shift} moves the 28x28 digits off the "
+             "image; use at most 27 (a few pixels, e.g. 2)")
     else:
         need(config.canvas >= 28, f"--canvas must be >= 28, the digits' size (got {config.canvas})")
         if config.dataset == "translated":
@@ -158,6 +165,8 @@ def check_config(config):
         elif config.clutter is None:
             config.clutter = default_clutter(config.canvas)
         need(config.clutter >= 0, f"--clutter must be >= 0 (got {config.clutter})")
+        need(config.shift == 0, f"--shift applies to --dataset mnist; {config.dataset} digits "
+             "already sit at random places on the canvas (drop --shift)")
     image_size = config.canvas
     need(config.valid_size > 0 or not config.is_train,
          "--valid_size 0 leaves nothing to validate on; training needs e.g. --valid_size 0.1")

@@ -100,28 +100,44 @@ def normalize(images):
     return ((images.astype(np.float32) / 255.0 - MEAN) / STD)[:, None]
 
 
+def shift_images(x, shifts):
+    """x [B, C, H, W] normalised images, shifts [B, 2] int64 (rows down, columns right) ->
+    the images moved by them, the uncovered border filled with the normalised blank."""
+    import paddle
+    B, C, H, W = x.shape
+    rows = paddle.arange(H, dtype="int64").unsqueeze(0) - shifts[:, 0:1]        # [B, H]
+    cols = paddle.arange(W, dtype="int64").unsqueeze(0) - shifts[:, 1:2]        # [B, W]
+    inside = (((rows >= 0) & (rows < H)).unsqueeze(2)
+              & ((cols >= 0) & (cols < W)).unsqueeze(1))                         # [B, H, W]
+    idx = (rows.clip(0, H - 1).unsqueeze(2) * W + cols.clip(0, W - 1).unsqueeze(1))
+    idx = idx.reshape([B, 1, H * W]).expand([B, C, H * W])
+    moved = paddle.take_along_axis(x.reshape([B, C, H * W]), idx, axis=2, broadcast=False)
+    blank = paddle.full_like(moved, -MEAN / STD)
+    return paddle.where(inside.reshape([B, 1, H * W]), moved, blank).reshape([B, C, H, W])
+
+
 class TensorLoader:
     """Batches of (x [B, C, H, W] float32, y [B] int64) gathered by index from device tensors.
 
     The whole split lives on the device once; an epoch is a permutation and one gather per
     batch, so there is no per-sample Python work in the hot path. The order of epoch e is a
     function of (seed, e) only, which makes resumed and repeated runs see the same batches.
+    With shift > 0 every image is moved by a random whole number of pixels in [-shift,
+    shift] on each axis, drawn per sample from (seed, e) as well (augmentation, for training).
     """
 
-    def __init__(self, images, labels, batch_size, shuffle=False, seed=0):
+    def __init__(self, images, labels, batch_size, shuffle=False, seed=0, shift=0):
         import paddle
         self.x = paddle.to_tensor(self._prepare(images))
         self.y = paddle.to_tensor(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
         self.rank, self.world, self.pad = 0, 1, False
+        self.shift, self.shifts = int(shift), None
 
     @staticmethod
     def _prepare(images):
         return normalize(images)
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
 
     def shard(self, rank, world, pad):
         """Yield only rank `rank`'s part of every batch, for a run of `world` processes.
@@ -169,10 +185,21 @@ class TensorLoader:
         """# samples this rank takes per epoch (padding included)."""
         return len(self._local_order(np.arange(self.num_samples))[0])
 
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.shifts = None  # drawn lazily, once per epoch
+
     def _batch(self, idx):
         """idx: int64 [B] sample indices -> (x [B, C, H, W], y [B])."""
         import paddle
-        return paddle.gather(self.x, idx), paddle.gather(self.y, idx)
+        x = paddle.gather(self.x, idx)
+        if self.shift:
+            if self.shifts is None:  # its own stream, apart from the shuffle's
+                rng = np.random.RandomState([self.seed, self.epoch, 2])
+                self.shifts = paddle.to_tensor(
+                    rng.randint(-self.shift, self.shift + 1, size=(self.num_samples, 2)))
+            x = shift_images(x, paddle.gather(self.shifts, idx))
+        return x, paddle.gather(self.y, idx)
 
     def __iter__(self):
         import paddle
@@ -267,10 +294,10 @@ class CanvasLoader(TensorLoader):
 
 
 def make_loader(images, labels, batch_size, dataset="mnist", canvas=60, clutter=None,
-                shuffle=False, seed=0, fixed_seed=None):
-    """A TensorLoader (mnist) or CanvasLoader (translated, cluttered) over these images."""
+                shuffle=False, seed=0, fixed_seed=None, shift=0):
+    """A TensorLoader (mnist, optionally shifted) or CanvasLoader (translated, cluttered)."""
     if dataset == "mnist":
-        return TensorLoader(images, labels, batch_size, shuffle, seed)
+        return TensorLoader(images, labels, batch_size, shuffle, seed, shift)
     if dataset not in DATASETS:
         raise RamError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     k = 0 if dataset == "translated" else (default_clutter(canvas) if clutter is None else clutter)
@@ -290,12 +317,12 @@ def split_indices(n, valid_size, seed, shuffle=True):
 
 def get_train_valid_loader(data_dir, batch_size, random_seed, valid_size=0.1, shuffle=True,
                            show_sample=False, plot_dir="plots", dataset="mnist", canvas=60,
-                           clutter=None):
-    """Train and validation loaders over the MNIST training split."""
+                           clutter=None, shift=0):
+    """Train and validation loaders over the MNIST training split (shift: training only)."""
     images, labels = load_mnist(data_dir, "train")
     train_idx, valid_idx = split_indices(len(labels), valid_size, random_seed, shuffle)
     train = make_loader(images[train_idx], labels[train_idx], batch_size, dataset, canvas,
-                        clutter, shuffle, random_seed)
+                        clutter, shuffle, random_seed, shift=shift)
     valid = make_loader(images[valid_idx], labels[valid_idx], batch_size, dataset, canvas,
                         clutter, fixed_seed=VALID_SEED)
     if show_sample:

@@ -26,7 +26,7 @@ def main(argv=None):
             train, valid = data_loader.get_train_valid_loader(
                 config.data_dir, config.batch_size, config.random_seed, config.valid_size,
                 config.shuffle, config.show_sample and trainer.is_main, config.plot_dir,
-                config.dataset, config.canvas, config.clutter)
+                config.dataset, config.canvas, config.clutter, config.shift)
             trainer.train(train, valid)
         else:
             trainer.test(data_loader.get_test_loader(

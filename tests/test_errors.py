@@ -34,7 +34,7 @@ def common(tmp_path):
 @pytest.mark.parametrize("flag,value", [
     ("--patch_size", "0"), ("--num_patches", "0"), ("--glimpse_scale", "0"),
     ("--valid_size", "1.0"), ("--num_glimpses", "0"), ("--std", "0.0"), ("--batch_size", "0"),
-    ("--std_factor", "0.0"), ("--std_factor", "1.5"),
+    ("--std_factor", "0.0"), ("--std_factor", "1.5"), ("--shift", "-1"),
 ])
 def test_impossible_config(tmp_path, flag, value):
     res = run_main([flag, value, "--data_dir", tmp_path / "nowhere", *common(tmp_path)],
@@ -42,6 +42,16 @@ def test_impossible_config(tmp_path, flag, value):
     line = assert_one_error_line(res, flag, f"(got {value})")
     assert line.startswith(f"error: {flag} must be")
     assert not (tmp_path / "ckpt").exists()              # rejected before anything is written
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--shift", "28"], "use at most 27"),
+    (["--shift", "2", "--dataset", "translated"], "applies to --dataset mnist"),
+])
+def test_shift_that_cannot_apply(tmp_path, args, needle):
+    res = run_main([*args, "--data_dir", tmp_path / "nowhere", *common(tmp_path)],
+                   cwd=tmp_path, timeout=60)
+    assert_one_error_line(res, "--shift", needle)
 
 
 def test_valid_size_zero_is_rejected_for_training_only(tmp_path):
