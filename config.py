@@ -57,6 +57,10 @@ g.add_argument("--std_factor", type=float, default=1.0,
                     "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
+g.add_argument("--valid_passes", type=int, default=1,
+               help="validation accuracy (which picks the best checkpoint and drives the lr "
+                    "schedule and early stopping) is the mean of this many passes over the "
+                    "validation set, each with other location samples: one pass is too noisy")
 g.add_argument("--reinforce_core", type=str2bool, default=False,
                help="let the REINFORCE gradient reach the core and glimpse networks too (the "
                     "paper's objective); False: only the location network (the reference)")
@@ -148,6 +152,7 @@ def check_config(config):
     need(config.std > 0, f"--std must be > 0 (got {config.std})")
     need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
+    need(config.valid_passes >= 1, f"--valid_passes must be >= 1 (got {config.valid_passes})")
     need(config.batch_size >= 1, f"--batch_size must be >= 1 (got {config.batch_size})")
     for name in ("loc_hidden", "glimpse_hidden", "hidden_size"):
         need(getattr(config, name) >= 2, f"--{name} must be >= 2 (got {getattr(config, name)})")

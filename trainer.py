@@ -313,16 +313,18 @@ class Trainer:
         return rollout_loss(self.model, x, y, c.num_glimpses, M, c.reinforce_weight)
 
     @paddle.no_grad()
-    def evaluate(self, loader, M=1):
-        """Mean loss, accuracy (%) and #correct over a loader, M samples per image."""
+    def evaluate(self, loader, M=1, passes=1):
+        """Mean loss, accuracy (%) and #correct over `passes` passes through a loader (each
+        with its own location samples), M samples per image."""
         self.model.eval()
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
-        for x, y in loader:
-            ep = self._episode(x, y, M)
-            loss_sum += ep.loss * x.shape[0]
-            correct += ep.correct
+        for _ in range(passes):
+            for x, y in loader:
+                ep = self._episode(x, y, M)
+                loss_sum += ep.loss * x.shape[0]
+                correct += ep.correct
         loss_sum, correct = self._sum_over_ranks(loss_sum, correct)
-        n = loader.num_samples
+        n = loader.num_samples * passes
         correct = int(round(correct))
         return loss_sum / n, 100.0 * correct / n, correct
 
@@ -408,7 +410,7 @@ class Trainer:
                 lr, std = self.optimizer.get_lr(), self.model.locator.std
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
-                val_loss, val_acc, _ = self.evaluate(valid_loader, c.M)
+                val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes)
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and testing

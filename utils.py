@@ -19,7 +19,7 @@ ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimps
 # from the command line, and says where they differ from the checkpoint's.
 TRAIN_KEYS = ("batch_size", "init_lr", "lr_factor", "lr_patience", "train_patience",
               "weight_decay", "shift", "std_factor", "reinforce_weight", "reinforce_core",
-              "valid_size", "random_seed", "M")
+              "valid_size", "valid_passes", "random_seed", "M")
 
 
 def model_name(config):

@@ -298,3 +298,37 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
              if line.startswith("epoch 2/2")][0]
     assert line.split("|")[:4] == again.split("|")[:4]  # lr, train and val metrics
     assert "other training flags" not in (split / "logs" / f"{NAME}.log").read_text()
+
+
+# ------------------------------------------------------------------ validation passes
+def test_validation_passes_average_independent_passes(tiny_data, tmp_path):
+    """evaluate(passes=3) is the mean of the 3 single passes the same seed gives in a row, and
+    those passes differ (each draws its own locations): what --valid_passes averages."""
+    from data_loader import get_test_loader
+    from trainer import Trainer
+    from utils import set_seed
+    config = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path)])
+    trainer = Trainer(config, "cpu")
+    loader = get_test_loader(str(tiny_data), 64)
+    set_seed(5)
+    loss3, acc3, correct3 = trainer.evaluate(loader, passes=3)
+    set_seed(5)
+    singles = [trainer.evaluate(loader) for _ in range(3)]
+    losses = [float(s[0]) for s in singles]
+    assert len(set(losses)) == 3, losses
+    assert correct3 == sum(s[2] for s in singles)
+    assert acc3 == pytest.approx(100.0 * correct3 / (3 * loader.num_samples))
+    assert float(loss3) == pytest.approx(sum(losses) / 3, rel=1e-6)
+
+
+def test_training_validates_with_valid_passes(tiny_data, tmp_path):
+    """The logged validation accuracy is a mean over --valid_passes passes of the 60 images:
+    with 7 passes a multiple of 100 / 420, and (for this seed) not one of 100 / 60."""
+    res = run_main(train_args(tiny_data, tmp_path / "ckpt", tmp_path, "--epochs", "2",
+                              "--valid_passes", "7", "--plot_freq", "0"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    accs = [float(a) for a in re.findall(r"val loss [0-9.]+ acc ([0-9.]+)",
+                                          log_of(tmp_path / "logs"))]
+    assert len(accs) == 2
+    assert all(abs(a * 4.2 - round(a * 4.2)) < 0.022 for a in accs), accs  # log: 2 decimals
+    assert not all(abs(a * 0.6 - round(a * 0.6)) < 0.004 for a in accs), accs
