@@ -174,6 +174,23 @@ class Retina:
         return pooled.transpose([0, 2, 1, 3, 4]) if C > 1 else pooled.reshape([B, -1, 1, g, g])
 
 
+def linear_sum(*pairs):
+    """sum_i layer_i(x_i) over pairs (nn.Linear layer_i, x_i [B, in_i]) -> [B, out].
+
+    nn.Linear's math as chained addmm GEMMs, x_n W_n + (... + (x_1 W_1 + (b_1 + ... + b_n))):
+    each bias add, and the row sum of its gradient, happens inside a GEMM op instead of as
+    separate eager ops, which is much of what this model's small steps cost on the CPU. Same
+    parameters, so checkpoints are unchanged; results match nn.Linear to float rounding.
+    """
+    bias = pairs[0][0].bias
+    for layer, _ in pairs[1:]:
+        bias = bias + layer.bias
+    out = bias
+    for layer, x in pairs:
+        out = paddle.addmm(out, x, layer.weight)
+    return out
+
+
 class GlimpseNetwork(nn.Layer):
     """g_t = relu(fc3(relu(fc1(phi))) + fc4(relu(fc2(l_{t-1})))): "what" plus "where".
 
@@ -191,9 +208,9 @@ class GlimpseNetwork(nn.Layer):
 
     def forward(self, x, l_t_prev):
         phi = self.retina.foveate(x, l_t_prev)
-        what = self.fc3(F.relu(self.fc1(phi)))
-        where = self.fc4(F.relu(self.fc2(l_t_prev)))
-        return F.relu(what + where)
+        what = F.relu(linear_sum((self.fc1, phi)))
+        where = F.relu(linear_sum((self.fc2, l_t_prev)))
+        return F.relu(linear_sum((self.fc3, what), (self.fc4, where)))
 
 
 class CoreNetwork(nn.Layer):
@@ -205,7 +222,7 @@ class CoreNetwork(nn.Layer):
         self.h2h = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, g_t, h_t_prev):
-        return F.relu(self.i2h(g_t) + self.h2h(h_t_prev))
+        return F.relu(linear_sum((self.i2h, g_t), (self.h2h, h_t_prev)))
 
 
 class LocationNetwork(nn.Layer):
@@ -228,7 +245,8 @@ class LocationNetwork(nn.Layer):
         self.fc_lt = nn.Linear(input_size // 2, output_size)
 
     def forward(self, h_t, noise=None):
-        mu = paddle.tanh(self.fc_lt(F.relu(self.fc(h_t.detach() if self.detach else h_t))))
+        hidden = F.relu(linear_sum((self.fc, h_t.detach() if self.detach else h_t)))
+        mu = paddle.tanh(linear_sum((self.fc_lt, hidden)))
         if noise is None:
             noise = paddle.randn(mu.shape, dtype=mu.dtype)
         l_t = (mu + self.std * noise).detach()
@@ -246,7 +264,7 @@ class ActionNetwork(nn.Layer):
         self.fc = nn.Linear(input_size, output_size)
 
     def forward(self, h_t):
-        return F.log_softmax(self.fc(h_t), axis=1)
+        return F.log_softmax(linear_sum((self.fc, h_t)), axis=1)
 
 
 class BaselineNetwork(nn.Layer):
@@ -260,4 +278,4 @@ class BaselineNetwork(nn.Layer):
         self.fc = nn.Linear(input_size, output_size)
 
     def forward(self, h_t):
-        return self.fc(h_t.detach())
+        return linear_sum((self.fc, h_t.detach()))

@@ -59,6 +59,32 @@ def test_rollout_matches_numpy_reimplementation():
     np.testing.assert_allclose(b, e_b, rtol=1e-4, atol=1e-5)
 
 
+def test_linear_sum_equals_nn_linear_in_values_and_gradients():
+    """The addmm chain behind every layer gives nn.Linear's sums and the same gradients for
+    inputs, weights and biases (to float rounding)."""
+    from modules import linear_sum
+    paddle.seed(4)
+    layers = [paddle.nn.Linear(n, 24) for n in (40, 3)]
+    rng = np.random.RandomState(4)
+    xs = [t(rng.randn(32, n).astype(np.float32)) for n in (40, 3)]
+    g = t(rng.randn(32, 24).astype(np.float32))
+    grads = []
+    for f in (lambda: linear_sum(*zip(layers, xs)), lambda: layers[0](xs[0]) + layers[1](xs[1]),
+              lambda: linear_sum((layers[0], xs[0])), lambda: layers[0](xs[0])):
+        for x in xs:
+            x.stop_gradient = False
+        out = f()
+        ins = xs + [p for layer in layers for p in (layer.weight, layer.bias)]
+        grads.append([out] + paddle.grad(out, ins, g, allow_unused=True))
+    for fused, plain in ((grads[0], grads[1]), (grads[2], grads[3])):
+        assert len(fused) == len(plain)
+        for a, b in zip(fused, plain):
+            if b is None:                                     # layer 1 unused in the single case
+                assert a is None
+                continue
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------ injectable randomness
 def test_same_l0_and_noise_give_identical_rollouts():
     model = make_model(1)
