@@ -103,6 +103,9 @@ g.add_argument("--lr_factor", type=float, default=0.5, help="ReduceOnPlateau mul
 g.add_argument("--train_patience", type=int, default=60,
                help="epochs without a better validation accuracy before training stops")
 g.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay of Adam")
+g.add_argument("--ema_decay", type=float, default=0.0,
+               help="validate, keep and test an exponential moving average of the weights, "
+                    "updated every step with this decay (e.g. 0.999); 0: the raw weights")
 
 g = group("Misc.")
 g.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
@@ -153,6 +156,7 @@ def check_config(config):
     need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
     need(config.valid_passes >= 1, f"--valid_passes must be >= 1 (got {config.valid_passes})")
+    need(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1) (got {config.ema_decay})")
     need(config.batch_size >= 1, f"--batch_size must be >= 1 (got {config.batch_size})")
     for name in ("loc_hidden", "glimpse_hidden", "hidden_size"):
         need(getattr(config, name) >= 2, f"--{name} must be >= 2 (got {getattr(config, name)})")

@@ -3,6 +3,7 @@
 One function, `rollout_loss`, computes an episode and the hybrid loss for train (M = 1),
 validation and test (M Monte-Carlo samples per image); everything else here is bookkeeping.
 """
+import contextlib
 import glob
 import json
 import os
@@ -167,13 +168,54 @@ def _rename_optim_keys(optim_state, rename):
     return out
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters (Polyak averaging).
+
+    After every optimiser step, avg <- d * avg + (1 - d) * w, with d = min(decay, (1 + n) /
+    (10 + n)) at step n so that the first steps do not drag the initial weights along. REINFORCE
+    makes every step noisy; the average keeps the progress and drops most of the noise, which is
+    what validation measures and what the best checkpoint stores.
+    """
+
+    def __init__(self, model, decay):
+        self.model, self.decay = model, float(decay)
+        self.reset()
+
+    def reset(self, steps=0):
+        """Start the average at the model's current weights, as if after `steps` steps."""
+        self.steps = int(steps)
+        self.avg = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+
+    @paddle.no_grad()
+    def update(self):
+        self.steps += 1
+        d = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
+        for k, p in self.model.named_parameters():
+            self.avg[k].lerp_(p, 1.0 - d)  # in place, on the device: no host sync
+
+    def state_dict(self):
+        return dict(self.avg)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Run the block with the averaged weights in the model, then put the raw ones back."""
+        raw = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+        self.model.set_state_dict(self.avg)
+        try:
+            yield
+        finally:
+            self.model.set_state_dict(raw)
+
+
 class Trainer:
     """Builds the model (from the flags or a checkpoint) and trains or tests it.
 
     Checkpoints are dicts {epoch, model_state, optim_state, best_valid_acc, counter, elapsed,
     config, rng_state, std}; the reference's files (only the first four) load as well. `std` is
     the location policy's std when the file was written (config["std"] is where it started,
-    see --std_factor); testing a file uses it.
+    see --std_factor); testing a file uses it. With --ema_decay, model_state holds the averaged
+    weights (those that validation measured and that testing uses) and two more keys hold
+    what resuming needs: raw_state, the optimiser's own weights, and ema_steps.
 
     Started by paddle.distributed.launch, every process builds a Trainer: the training step
     runs under paddle.DataParallel, metrics are summed over the ranks, and only rank 0 logs
@@ -230,6 +272,8 @@ class Trainer:
         self.optimizer = paddle.optimizer.Adam(
             learning_rate=self.scheduler, parameters=self.model.parameters(),
             weight_decay=config.weight_decay or None)
+        self.ema = (WeightAverage(self.model, config.ema_decay)
+                    if config.ema_decay and config.is_train else None)
         self.epoch, self.best_valid_acc, self.counter, self.elapsed = 0, 0.0, 0, 0.0
         if state is not None:
             self._restore(state)
@@ -263,6 +307,12 @@ class Trainer:
 
     def _restore(self, state):
         load_model_state(self.model, state, self.checkpoint_path(), self.name)
+        if self.config.is_train and state.get("raw_state"):
+            if self.ema:  # model_state is the average; training continues from raw_state
+                self.ema.reset(state.get("ema_steps", 0))
+            self.model.set_state_dict(state["raw_state"])
+        elif self.ema:
+            self.ema.reset()
         self.epoch = int(state.get("epoch", 0))
         self.best_valid_acc = float(state.get("best_valid_acc", 0.0))
         self.counter = int(state.get("counter", 0))
@@ -295,6 +345,9 @@ class Trainer:
             "rng_state": paddle.get_rng_state(),
             "std": self.model.locator.std,
         }
+        if self.ema:
+            state.update(model_state=self.ema.state_dict(), raw_state=self.model.state_dict(),
+                         ema_steps=self.ema.steps)
         path = self.checkpoint_path(best=best, epoch=self.epoch)
         if interrupted:
             path = os.path.join(self.config.ckpt_dir, self.name + "_interrupted.pdparams")
@@ -343,6 +396,8 @@ class Trainer:
         self.optimizer.clear_grad()
         ep.loss.backward()
         self.optimizer.step()
+        if self.ema:
+            self.ema.update()
         return ep
 
     def train_one_epoch(self, loader):
@@ -410,7 +465,8 @@ class Trainer:
                 lr, std = self.optimizer.get_lr(), self.model.locator.std
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
-                val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes)
+                with self.ema.applied() if self.ema else contextlib.nullcontext():
+                    val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes)
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and testing
