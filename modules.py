@@ -35,6 +35,8 @@ class Retina:
         self.sizes = [self.g * self.s ** i for i in range(self.k)]
         self._offset_cache = {}
         self._table = None
+        self._padded = None
+        self._scale_cache = {}
         self._pool_consts = None
 
     @staticmethod
@@ -44,12 +46,23 @@ class Retina:
         `size` may be a tensor [2] of (W, H) for coords [B, 2]. The operation order matches
         the reference so that float rounding agrees bit for bit.
         """
-        return paddle.floor(0.5 * ((coords + 1.0) * size)).astype("int64")
+        return Retina.pixel_floor(size, coords).astype("int64")
+
+    @staticmethod
+    def pixel_floor(size, coords):
+        """denormalize, before the cast: integer-valued floats of coords' dtype."""
+        return paddle.floor(0.5 * ((coords + 1.0) * size))
+
+    def _size(self, x, l):
+        """(W, H) of x as a tensor [2] of l's dtype: one host-to-device copy, not one per glimpse."""
+        key = (x.shape[3], x.shape[2], l.dtype)
+        if key not in self._scale_cache:
+            self._scale_cache[key] = paddle.to_tensor(key[:2], dtype=l.dtype)
+        return self._scale_cache[key]
 
     def centre(self, x, l):
         """Pixel (col, row) [B, 2] int64 that the glimpse at l [B, 2] centres on, in x's frame."""
-        H, W = x.shape[2], x.shape[3]
-        return self.denormalize(paddle.to_tensor([W, H], dtype=l.dtype), l)
+        return self.denormalize(self._size(x, l), l)
 
     def _offsets(self, sizes):
         """(dx, dy), each [N = sum size**2]: every patch pixel's offset from the centre;
@@ -113,12 +126,50 @@ class Retina:
         the full-resolution patch up to float32 rounding.
         """
         B = x.shape[0]
-        c = self.centre(x, l)
-        sharp = self._gather_patches(x, c, self.sizes[:1])[0]                    # [B, C, g, g]
+        sharp = self._sharp_patch(x, l)                                          # [B, C*g*g]
         if self.k == 1:
-            return sharp.reshape([B, -1])
-        return paddle.concat([sharp.reshape([B, -1]),
-                              self._pooled_patches(x, c).reshape([B, -1])], axis=1)
+            return sharp
+        pooled = self._pooled_patches(x, self.centre(x, l))
+        return paddle.concat([sharp, pooled.reshape([B, -1])], axis=1)
+
+    def _padded_image(self, x):
+        """For the last x seen (like the summed-area table: T glimpses share one padding):
+        x with g zero pixels on every side, flattened to [B, C*(H+2g)*(W+2g)]; the flat offset
+        of each sharp-patch pixel from the patch's top-left corner, [1, g*g] int64; and the
+        GEMM [2, 1] and constant [1] that turn a centre (col, row) into that corner's index."""
+        if self._padded is None or self._padded[0] is not x:
+            B, C, H, W = x.shape
+            g, Wp = self.g, W + 2 * self.g
+            # Two concats: Paddle's CPU pad kernel is 5x slower.
+            side = paddle.zeros([B, C, H, g], dtype=x.dtype)
+            top = paddle.zeros([B, C, g, Wp], dtype=x.dtype)
+            flat = paddle.concat([top, paddle.concat([side, x, side], axis=3), top], axis=2)
+            offsets = (paddle.arange(g, dtype="int64").unsqueeze(1) * Wp
+                       + paddle.arange(g, dtype="int64")).reshape([1, -1])
+            weights = paddle.to_tensor([[1.0], [float(Wp)]], dtype=x.dtype)
+            corner = paddle.to_tensor([float((g - g // 2) * (Wp + 1))], dtype=x.dtype)
+            self._padded = (x, flat.reshape([B, -1]), offsets, weights, corner)
+        return self._padded[1:]
+
+    def _sharp_patch(self, x, l):
+        """The g x g patch around l [B, 2] as [B, C*g*g] (channel, row, col), zeros outside
+        the image: one gather from the padded image, no clamping or masking. A centre lies in
+        [0, size] (l is clipped to [-1, 1]), so the patch stays inside the padding.
+
+        The flat index of the patch's corner, (row + g - g//2) * (W + 2g) + col + g - g//2, is
+        one small GEMM on the floored centre: float32 holds these integers exactly.
+        """
+        B, C, H, W = x.shape
+        g = self.g
+        flat, offsets, weights, corner = self._padded_image(x)
+        c = self.pixel_floor(self._size(x, l), l)                                # [B, 2] (col, row)
+        start = paddle.addmm(corner, c, weights).astype("int64")                 # [B, 1]
+        if C == 1:
+            idx = start + offsets                                                # [B, g*g]
+            return paddle.take_along_axis(flat, idx, axis=1, broadcast=False)
+        idx = (start.unsqueeze(1) + offsets).expand([B, C, g * g])               # [B, C, g*g]
+        flat = flat.reshape([B, C, -1])
+        return paddle.take_along_axis(flat, idx, axis=2, broadcast=False).reshape([B, -1])
 
     def _summed_area_table(self, x):
         """[B, C, H*W] float64, entry (r, c) = sum of x[:, :, :r+1, :c+1].

@@ -4,7 +4,8 @@ GEMM floor of this machine for the same shapes.
     python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20] [--profile]
 
 For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
-batches and report the median samples/s. Then time Paddle's matmul alone on every GEMM one
+batches and report the median samples/s (`--plain` also times the plain autograd
+episode in alternating windows, for the ratio). Then time Paddle's matmul alone on every GEMM one
 training step performs (forward, weight gradient, input gradient) and print the implied
 floor: FLOPs per sample / matmul rate. `--static` times the same episode compiled by
 paddle.jit.to_static (after checking that one step gives the eager loss), an experiment, not
@@ -31,7 +32,7 @@ import paddle  # noqa: E402
 
 import data_loader  # noqa: E402
 from config import get_config  # noqa: E402
-from trainer import Trainer  # noqa: E402
+from trainer import EpisodeLayer, Trainer  # noqa: E402
 from utils import select_device, set_seed  # noqa: E402
 
 
@@ -77,10 +78,21 @@ def gemm_floor(config, batch, repeats=50):
     return flops, seconds
 
 
-def throughput(trainer, loader, windows, steps):
-    """Median samples/s over `windows` timed windows of `steps` training steps each."""
+def throughput(trainer, loader, windows, steps, paths=("real",)):
+    """Median samples/s of each path over `windows` timed windows of `steps` training steps.
+
+    Paths: "real" is Trainer.train_step as main.py runs it (the fused episode where it
+    applies); "plain" is the same step with the episode under Paddle's autograd
+    (rollout_loss). Their windows alternate, so both see the same machine load.
+    """
     trainer.model.train()
     batches = iter(loader)
+    net = trainer.net if isinstance(trainer.net, EpisodeLayer) else None  # None: --static
+    default = net is not None and net.fused
+
+    def choose(path):
+        if net is not None:
+            net.fused = default and path == "real"
 
     def batch():
         nonlocal batches
@@ -90,23 +102,29 @@ def throughput(trainer, loader, windows, steps):
             batches = iter(loader)
             return next(batches)
 
-    for _ in range(steps):  # warm-up
-        trainer.train_step(*batch())
-    rates = []
+    rates = {p: [] for p in paths}
+    for path in paths:  # warm-up
+        choose(path)
+        for _ in range(steps):
+            trainer.train_step(*batch())
     for _ in range(windows):
-        data = [batch() for _ in range(steps)]
-        tic = time.perf_counter()
-        for x, y in data:
-            ep = trainer.train_step(x, y)
-        ep.loss.item()  # wait for the device before stopping the clock
-        rates.append(sum(x.shape[0] for x, _ in data) / (time.perf_counter() - tic))
-    return statistics.median(rates), rates
+        for path in paths:
+            choose(path)
+            data = [batch() for _ in range(steps)]
+            tic = time.perf_counter()
+            for x, y in data:
+                ep = trainer.train_step(x, y)
+            ep.loss.item()  # wait for the device before stopping the clock
+            rates[path].append(sum(x.shape[0] for x, _ in data) / (time.perf_counter() - tic))
+    choose("real")
+    return {p: (statistics.median(r), r) for p, r in rates.items()}
 
 
 def compile_episode(trainer, loader):
-    """Swap trainer.net for its paddle.jit.to_static version, after checking on one batch
-    (fixed l_0 and noise) that it gives the eager loss."""
+    """Swap trainer.net for the paddle.jit.to_static version of its plain (autograd) episode,
+    after checking on one batch (fixed l_0 and noise) that it gives the eager loss."""
     from trainer import Episode
+    trainer.net.fused = False
     x, y = next(iter(loader))
     l_0 = paddle.uniform([x.shape[0], 2], min=-1.0, max=1.0)
     noise = paddle.randn([trainer.config.num_glimpses, x.shape[0], 2])
@@ -137,6 +155,9 @@ def main():
     p.add_argument("--windows", type=int, default=7)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
+    p.add_argument("--plain", action="store_true",
+                   help="also time the plain autograd episode, windows alternating with the "
+                        "real (fused) step, and print the ratio")
     p.add_argument("--static", action="store_true",
                    help="time the episode compiled by paddle.jit.to_static instead")
     p.add_argument("--profile", action="store_true",
@@ -158,7 +179,9 @@ def main():
         train, _ = data_loader.get_train_valid_loader(config.data_dir, bs, config.random_seed)
         if args.static:
             compile_episode(trainer, train)
-        rate, rates = throughput(trainer, train, args.windows, args.steps)
+        paths = ("real", "plain") if args.plain and not args.static else ("real",)
+        timed = throughput(trainer, train, args.windows, args.steps, paths)
+        rate, rates = timed["real"]
         if args.profile:
             profile(trainer, train, args.steps)
         flops, floor_s = gemm_floor(config, bs)
@@ -167,6 +190,11 @@ def main():
               f"{', '.join(f'{r:,.0f}' for r in rates)}) | GEMMs {flops / 1e6:.2f} MFLOP/sample "
               f"at {flops / floor_s / 1e9:.1f} GFLOP/s alone -> floor {1 / floor_s:,.0f} samples/s"
               f" | step at {rate * floor_s:.2f} of the floor ({1 / (rate * floor_s):.2f}x slower)")
+        if "plain" in timed:
+            plain, plain_rates = timed["plain"]
+            print(f"batch {bs}, plain autograd episode: {plain:,.0f} samples/s (median; windows "
+                  f"{', '.join(f'{r:,.0f}' for r in plain_rates)}) | the real step is "
+                  f"{rate / plain:.2f}x faster")
     print(f"samples/s: {results.get(128, next(iter(results.values()))):.0f}")
 
 

@@ -1,0 +1,97 @@
+"""The fused training episode (trainer.fused_rollout_loss, what train_step runs by default)
+against the plain one (rollout_loss under Paddle's autograd): same episode, same gradients."""
+import numpy as np
+import paddle
+import pytest
+
+from config import get_config
+from model import RecurrentAttention
+from trainer import EpisodeLayer, Trainer, can_fuse, fused_rollout_loss, rollout_loss
+
+B, CLASSES, H, W = 12, 10, 20, 20
+
+
+def make_model(g, k, s, seed=0, std=0.1, reinforce_core=False):
+    paddle.seed(seed)
+    return RecurrentAttention(g, k, s, 1, 16, 8, std, 32, CLASSES, reinforce_core=reinforce_core)
+
+
+def make_batch(T, seed=0):
+    rng = np.random.RandomState(seed)
+    x = rng.rand(B, 1, H, W).astype(np.float32)
+    y = rng.randint(0, CLASSES, size=B).astype(np.int64)
+    l0 = rng.uniform(-1, 1, size=(B, 2)).astype(np.float32)
+    l0[:2] = [[-1, -1], [1, 1]]  # corners: patches reaching past the image
+    noise = (3 * rng.randn(T, B, 2)).astype(np.float32)  # wide: clipped fixations too
+    return [paddle.to_tensor(a) for a in (x, y, l0, noise)]
+
+
+def episode_and_grads(model, episode, T, weight, x, y, l0, noise):
+    model.clear_gradients()
+    if episode is rollout_loss:
+        ep = rollout_loss(model, x, y, T, 1, weight, l0, noise)
+    else:
+        ep = fused_rollout_loss(model, x, y, T, weight, l0, noise)
+    ep.loss.backward()
+    return ep, {k: p.grad.numpy().copy() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("g, k, s, T", [(4, 1, 1, 6), (4, 3, 2, 4), (6, 2, 3, 1)])
+def test_fused_episode_equals_the_autograd_episode(g, k, s, T):
+    """Same fixations and log-probabilities bit for bit, the same loss and correct count, and
+    every parameter's gradient equal to float rounding, for one or several scales and T = 1."""
+    model = make_model(g, k, s, seed=T)
+    batch = make_batch(T, seed=k)
+    plain, g_plain = episode_and_grads(model, rollout_loss, T, 0.3, *batch)
+    fused, g_fused = episode_and_grads(model, fused_rollout_loss, T, 0.3, *batch)
+    np.testing.assert_array_equal(fused.locs.numpy(), plain.locs.numpy())
+    np.testing.assert_array_equal(fused.log_probas.numpy(), plain.log_probas.numpy())
+    assert fused.correct.item() == plain.correct.item()
+    assert fused.loss.item() == pytest.approx(plain.loss.item(), rel=1e-6)
+    assert g_fused.keys() == g_plain.keys()
+    for key, grad in g_plain.items():
+        scale = np.abs(grad).max() + 1e-6
+        np.testing.assert_allclose(g_fused[key], grad, rtol=0, atol=1e-5 * scale, err_msg=key)
+    assert np.abs(g_plain["rnn.h2h.weight"]).max() > 0 or T == 1  # the test means something
+
+
+def test_fused_draws_the_same_random_fixations():
+    """Without l_0 and noise, both draw them from Paddle's generator, in the same order and
+    no more: the next draw after either episode is the same."""
+    model = make_model(4, 1, 1)
+    x, y, _, _ = make_batch(5)
+    paddle.seed(7)
+    plain = rollout_loss(model, x, y, 5, 1, 0.01)
+    after_plain = paddle.rand([3]).numpy()
+    paddle.seed(7)
+    fused = fused_rollout_loss(model, x, y, 5, 0.01)
+    np.testing.assert_array_equal(fused.locs.numpy(), plain.locs.numpy())
+    np.testing.assert_array_equal(paddle.rand([3]).numpy(), after_plain)
+
+
+def test_training_steps_match(tiny_data, tmp_path):
+    """Five Trainer.train_step calls, fused (the default) and plain: the same weights to float
+    rounding, and the fused path is what the trainer runs."""
+    config = get_config(["--data_dir", str(tiny_data), "--batch_size", "32",
+                         "--logs_dir", str(tmp_path), "--ckpt_dir", str(tmp_path)])
+    from data_loader import get_train_valid_loader
+    weights = {}
+    for fused in (True, False):
+        paddle.seed(3)
+        trainer = Trainer(config, "cpu")
+        assert trainer.net.fused
+        trainer.net.fused = fused
+        loader, _ = get_train_valid_loader(str(tiny_data), 32, 1)
+        paddle.seed(11)
+        for _, (x, y) in zip(range(5), loader):
+            trainer.train_step(x, y)
+        weights[fused] = {k: p.numpy() for k, p in trainer.model.named_parameters()}
+    for key, w in weights[False].items():
+        np.testing.assert_allclose(weights[True][key], w, rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_reinforce_core_trains_through_autograd():
+    """With --reinforce_core the location network's gradient reaches the core: not fused."""
+    model = make_model(4, 1, 1, reinforce_core=True)
+    assert not can_fuse(model) and not EpisodeLayer(model, 2, 0.01).fused
+    assert can_fuse(make_model(4, 1, 1)) and EpisodeLayer(make_model(4, 1, 1), 2, 0.01).fused
