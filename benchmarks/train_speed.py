@@ -4,8 +4,8 @@ GEMM floor of this machine for the same shapes.
     python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20] [--profile]
 
 For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
-batches and report the median samples/s (`--plain` also times the plain autograd
-episode in alternating windows, for the ratio). Then time Paddle's matmul alone on every GEMM one
+batches and report the median samples/s (`--plain` then times the plain autograd
+episode as well, for the ratio). Then time Paddle's matmul alone on every GEMM one
 training step performs (forward, weight gradient, input gradient) and print the implied
 floor: FLOPs per sample / matmul rate. `--static` times the same episode compiled by
 paddle.jit.to_static (after checking that one step gives the eager loss), an experiment, not
@@ -83,7 +83,9 @@ def throughput(trainer, loader, windows, steps, paths=("real",)):
 
     Paths: "real" is Trainer.train_step as main.py runs it (the fused episode where it
     applies); "plain" is the same step with the episode under Paddle's autograd
-    (rollout_loss). Their windows alternate, so both see the same machine load.
+    (rollout_loss). The real step's windows come first: once the plain episode has run, the
+    fused one runs ~15% slower in the same process (the allocator's state, it seems), so
+    alternating windows would understate it.
     """
     trainer.model.train()
     batches = iter(loader)
@@ -103,13 +105,11 @@ def throughput(trainer, loader, windows, steps, paths=("real",)):
             return next(batches)
 
     rates = {p: [] for p in paths}
-    for path in paths:  # warm-up
+    for path in paths:
         choose(path)
-        for _ in range(steps):
+        for _ in range(steps):  # warm-up
             trainer.train_step(*batch())
-    for _ in range(windows):
-        for path in paths:
-            choose(path)
+        for _ in range(windows):
             data = [batch() for _ in range(steps)]
             tic = time.perf_counter()
             for x, y in data:
@@ -156,8 +156,8 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
     p.add_argument("--plain", action="store_true",
-                   help="also time the plain autograd episode, windows alternating with the "
-                        "real (fused) step, and print the ratio")
+                   help="also time the plain autograd episode (after the real, fused step) "
+                        "and print the ratio")
     p.add_argument("--static", action="store_true",
                    help="time the episode compiled by paddle.jit.to_static instead")
     p.add_argument("--profile", action="store_true",
