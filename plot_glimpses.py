@@ -55,7 +55,7 @@ VMIN, VMAX = (0 - MEAN) / STD, (1 - MEAN) / STD   # these, so every panel shares
 
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/\d+ \| lr (\S+)(?: std (\S+))? \| train loss (\S+) acc (\S+) \| "
-    r"val loss (\S+) acc (\S+) err (\S+)")
+    r"val loss (\S+) acc (\S+) err (\S+)(?: \| \S+s, total (\S+) min)?")
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -430,7 +430,8 @@ def plot_checkpoint(args):
 def parse_log(log_file):
     """The per-epoch lines of a training log, the last occurrence of each epoch (a resumed run
     repeats some), sorted by epoch: dict of arrays epoch, lr, std (NaN in logs written
-    before the std was logged), train_loss, train_acc, val_loss, val_acc."""
+    before the std was logged), train_loss, train_acc, val_loss, val_acc, total_min (the
+    run's training time so far, NaN where the line has none)."""
     if not os.path.isfile(log_file):
         raise RamError(f"log file {log_file} not found; training writes logs/<model_name>.log")
     rows = {}
@@ -440,7 +441,7 @@ def parse_log(log_file):
             if m:
                 try:
                     rows[int(m.group(1))] = [float("nan" if v is None else v)
-                                             for v in m.groups()[1:7]]
+                                             for v in m.groups()[1:7] + m.groups()[8:9]]
                 except ValueError:
                     continue
     if not rows:
@@ -448,7 +449,7 @@ def parse_log(log_file):
                        "| val loss ...'); train for at least one epoch first")
     epochs = sorted(rows)
     table = np.array([rows[e] for e in epochs], dtype=np.float64)
-    names = ("lr", "std", "train_loss", "train_acc", "val_loss", "val_acc")
+    names = ("lr", "std", "train_loss", "train_acc", "val_loss", "val_acc", "total_min")
     out = {"epoch": np.array(epochs)}
     out.update({name: table[:, i] for i, name in enumerate(names)})
     return out
@@ -497,21 +498,28 @@ def plot_curves(log_file, out_png):
     return out_png
 
 
-def compare_runs(log_files, out_png, every=50, window=5):
+def compare_runs(log_files, out_png, every=50, window=5, target_err=1.12):
     """Validation accuracy and lr per epoch of several training logs in one figure -> out_png,
-    and a text table: each log's best validation accuracy (epoch), and its validation
-    accuracy averaged over the `window` epochs up to every `every`-th epoch (one epoch is
-    too noisy to compare runs by). Labels are the paths as given. Returns (out_png, table)."""
+    and a text table: each log's best validation accuracy (epoch); the first epoch whose
+    validation error is <= target_err, with the run's logged minutes by then (time to
+    accuracy); and its validation accuracy averaged over the `window` epochs up to every
+    `every`-th epoch (one epoch is too noisy to compare runs by). Labels are the paths as
+    given. Returns (out_png, table)."""
     runs = [(path, parse_log(path)) for path in log_files]
     last = max(int(c["epoch"][-1]) for _, c in runs)
     marks = list(range(every, last + 1, every))
-    rows = [["log", "best val (epoch)"] + [f"@{e}" for e in marks]]
+    rows = [["log", "best val (epoch)", f"err<={target_err:g}% at"] + [f"@{e}" for e in marks]]
     fig = _figure(12, 4.2)
     ax_acc, ax_lr = fig.subplots(1, 2)
     for path, c in runs:
         ep, val = c["epoch"], c["val_acc"]
         best = int(np.nanargmax(val))
-        row = [path, f"{val[best]:.2f} ({ep[best]})"]
+        row = [path, f"{val[best]:.2f} ({ep[best]})", "-"]
+        reached = np.flatnonzero(100.0 - val <= target_err + 1e-9)
+        if reached.size:
+            i = reached[0]
+            minutes = c["total_min"][i]
+            row[2] = f"{ep[i]}" + (f" ({minutes:g} min)" if np.isfinite(minutes) else "")
         for e in marks:
             near = (ep > e - window) & (ep <= e)
             row.append(f"{np.nanmean(val[near]):.2f}" if near.any() else "-")
@@ -552,6 +560,9 @@ def build_parser():
     mode.add_argument("--curves", metavar="LOG", help="learning curves of this training log")
     mode.add_argument("--compare", metavar="LOG", nargs="+",
                       help="validation accuracy and lr of these training logs side by side")
+    mode.add_argument("--target_err", type=float, default=1.12,
+                      help="compare: the validation error (%%) whose first epoch and time the "
+                           "table reports (default: the paper's 1.12%%)")
     d = p.add_argument_group("dump mode")
     d.add_argument("--epoch", type=int, default=None,
                    help="the epoch whose dumps to plot (default: the latest in --plot_dir)")
@@ -593,7 +604,8 @@ def main(argv=None):
                                    args.out or os.path.join("plots", stem + "_curves.png"))]
         elif args.compare:
             png, table = compare_runs(args.compare, args.out or os.path.join("plots",
-                                                                              "compare.png"))
+                                                                              "compare.png"),
+                                      target_err=args.target_err)
             print(table)
             written = [png]
         elif args.ckpt:

@@ -1,7 +1,9 @@
 """Training, validation and test of RAM: the loss, the loop, checkpoints and logs.
 
-One function, `rollout_loss`, computes an episode and the hybrid loss for train (M = 1),
-validation and test (M Monte-Carlo samples per image); everything else here is bookkeeping.
+One function, `rollout_loss`, defines an episode and the hybrid loss for train (M = 1),
+validation and test (M Monte-Carlo samples per image), under Paddle's autograd. Training runs
+its fast path, `fused_rollout_loss`: the same episode with the gradient written out by hand
+(tests/test_fused.py holds it equal to rollout_loss's). Everything else here is bookkeeping.
 """
 import contextlib
 import glob

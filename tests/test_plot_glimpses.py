@@ -302,6 +302,7 @@ def test_parse_log_keeps_last_occurrence(tmp_path):
     assert c["epoch"].tolist() == [1, 2, 3]
     assert c["train_acc"].tolist() == [12.0, 36.92, 40.0]
     assert c["val_loss"].tolist() == [2.2, 1.8041, 1.7]
+    assert c["total_min"].tolist() == [0.7, 1.3, 2.0]
     assert c["lr"].tolist() == [3e-4, 3e-4, 2.4e-4]
 
 
@@ -337,12 +338,14 @@ def test_compare_runs_table_and_png(tmp_path):
     a, b = tmp_path / "a.log", tmp_path / "b.log"
     a.write_text(LOG)
     b.write_text(LOG.split("[!]")[0])  # epochs 1-2 only
-    png, table = pg.compare_runs([str(a), str(b)], str(tmp_path / "cmp.png"), every=2, window=2)
+    png, table = pg.compare_runs([str(a), str(b)], str(tmp_path / "cmp.png"), every=2, window=2,
+                                 target_err=60)
     assert decodes(png) == (960, 336)
     header, row_a, row_b = [line.split() for line in table.splitlines()]
-    assert header == ["log", "best", "val", "(epoch)", "@2"]
-    assert row_a == [str(a), "46.43", "(2)", f"{(20.00 + 46.43) / 2:.2f}"]
-    assert row_b == [str(b), "35.00", "(2)", "27.50"]
+    assert header == ["log", "best", "val", "(epoch)", "err<=60%", "at", "@2"]
+    # a: first at most 60% error at epoch 2 (53.57%), 1.3 logged minutes in
+    assert row_a == [str(a), "46.43", "(2)", "2", "(1.3", "min)", f"{(20.00 + 46.43) / 2:.2f}"]
+    assert row_b == [str(b), "35.00", "(2)", "-", "27.50"]  # b never got below 65%
     done = run("--compare", a, b, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "46.43 (2)" in done.stdout
