@@ -36,6 +36,7 @@ class Retina:
         self._offset_cache = {}
         self._table = None
         self._padded = None
+        self._pad_consts = {}
         self._scale_cache = {}
         self._pool_consts = None
 
@@ -136,19 +137,25 @@ class Retina:
         """For the last x seen (like the summed-area table: T glimpses share one padding):
         x with g zero pixels on every side, flattened to [B, C*(H+2g)*(W+2g)]; the flat offset
         of each sharp-patch pixel from the patch's top-left corner, [1, g*g] int64; and the
-        GEMM [2, 1] and constant [1] that turn a centre (col, row) into that corner's index."""
+        GEMM [2, 1] and constant [1] that turn a centre (col, row) into that corner's index.
+        Everything but the padded image is cached per input shape."""
         if self._padded is None or self._padded[0] is not x:
-            B, C, H, W = x.shape
-            g, Wp = self.g, W + 2 * self.g
+            key = (tuple(x.shape), x.dtype)
+            if key not in self._pad_consts:
+                B, C, H, W = x.shape
+                g, Wp = self.g, W + 2 * self.g
+                offsets = (paddle.arange(g, dtype="int64").unsqueeze(1) * Wp
+                           + paddle.arange(g, dtype="int64")).reshape([1, -1])
+                self._pad_consts[key] = (
+                    paddle.zeros([B, C, H, g], dtype=x.dtype),                   # left, right
+                    paddle.zeros([B, C, g, Wp], dtype=x.dtype),                  # top, bottom
+                    offsets,
+                    paddle.to_tensor([[1.0], [float(Wp)]], dtype=x.dtype),
+                    paddle.to_tensor([float((g - g // 2) * (Wp + 1))], dtype=x.dtype))
+            side, top, *index_consts = self._pad_consts[key]
             # Two concats: Paddle's CPU pad kernel is 5x slower.
-            side = paddle.zeros([B, C, H, g], dtype=x.dtype)
-            top = paddle.zeros([B, C, g, Wp], dtype=x.dtype)
             flat = paddle.concat([top, paddle.concat([side, x, side], axis=3), top], axis=2)
-            offsets = (paddle.arange(g, dtype="int64").unsqueeze(1) * Wp
-                       + paddle.arange(g, dtype="int64")).reshape([1, -1])
-            weights = paddle.to_tensor([[1.0], [float(Wp)]], dtype=x.dtype)
-            corner = paddle.to_tensor([float((g - g // 2) * (Wp + 1))], dtype=x.dtype)
-            self._padded = (x, flat.reshape([B, -1]), offsets, weights, corner)
+            self._padded = (x, flat.reshape([x.shape[0], -1]), *index_consts)
         return self._padded[1:]
 
     def _sharp_patch(self, x, l):
