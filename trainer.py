@@ -85,13 +85,14 @@ def _sum_tb(a):
 class _FusedEpisode(PyLayer):
     """The training episode of rollout_loss (M = 1) with its gradient written out by hand.
 
-    Same operations, same order, same random draws in the forward pass as
-    RecurrentAttention.rollout + rollout_loss, so loss, fixations and log-probabilities are
-    bit-identical. The backward pass is plain BPTT, but every weight gradient is one GEMM over
-    all T glimpses ([T*B, in]^T @ [T*B, out]) instead of T small ones plus T accumulations,
-    and no autograd graph is recorded: ~250 eager ops per step instead of ~550 with their
-    grad nodes. Only valid for the default routing (the locator and baseline read a detached
-    h_t); `fused_rollout_loss` says when.
+    The forward pass runs the operations of RecurrentAttention.rollout + rollout_loss in the
+    same order with the same random draws, so fixations and log-probabilities are
+    bit-identical (the loss equal to float rounding: the baselines of all glimpses are one
+    GEMM). The backward pass is plain BPTT, but every weight gradient is one GEMM over all T
+    glimpses ([T*B, in]^T @ [T*B, out]) instead of T small ones plus T accumulations, and no
+    autograd graph is recorded: ~250 eager ops per step instead of ~550 with their grad nodes.
+    Only valid for the default routing (the locator and baseline read a detached h_t), which
+    `can_fuse` checks.
     """
 
     @staticmethod
@@ -133,7 +134,7 @@ class _FusedEpisode(PyLayer):
         R = correct.unsqueeze(1).expand(baselines.shape)                         # [B, T]
         loss = (F.nll_loss(log_probas, y) + F.mse_loss(baselines, R)
                 + reinforce_weight * (-log_pi * (R - baselines)).sum(1).mean())
-        ctx.model, ctx.weight, ctx.params, ctx.stacked = model, reinforce_weight, params, S
+        ctx.std, ctx.weight, ctx.params, ctx.stacked = std, reinforce_weight, params, S
         ctx.save_for_backward(y, log_probas, baselines, R)
         n_correct, locs = correct.sum(), S["loc"]
         ctx.mark_non_differentiable(n_correct, log_probas, locs)
@@ -145,9 +146,7 @@ class _FusedEpisode(PyLayer):
          Wf, bf, Wl, bl, Wc, bc, Wb, bb) = ctx.params
         y, log_probas, baselines, R = ctx.saved_tensor()
         s, S = d_loss, ctx.stacked
-        T, B = S["h"].shape[0], y.shape[0]
-        std = ctx.model.locator.std
-
+        T, B, std = S["h"].shape[0], y.shape[0], ctx.std
         ones = paddle.ones([1, T * B], dtype=baselines.dtype)
 
         def wgrad(inp, grad):  # sum over the T*B rows of inp^T @ grad

@@ -95,3 +95,15 @@ def test_reinforce_core_trains_through_autograd():
     model = make_model(4, 1, 1, reinforce_core=True)
     assert not can_fuse(model) and not EpisodeLayer(model, 2, 0.01).fused
     assert can_fuse(make_model(4, 1, 1)) and EpisodeLayer(make_model(4, 1, 1), 2, 0.01).fused
+
+
+def test_relu_mask_without_paddles_kernel_is_the_same(monkeypatch):
+    """Where a Paddle build lacks _C_ops.relu_grad, the fallback gives the same gradient."""
+    import trainer
+    out = paddle.nn.functional.relu(paddle.randn([7, 5]))
+    grad = paddle.randn([7, 5])
+    assert trainer._relu_grad is not None  # this build has it: the test compares both
+    kernel = trainer._relu_mask(grad, out).numpy()
+    monkeypatch.setattr(trainer, "_relu_grad", None)
+    np.testing.assert_array_equal(trainer._relu_mask(grad, out).numpy(), kernel)
+    assert (kernel == 0).any() and (kernel != 0).any()
