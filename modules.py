@@ -119,7 +119,8 @@ class Retina:
     def foveate(self, x, l):
         """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel.
 
-        The sharp patch is gathered pixel by pixel. A pooled patch (side g * f, f = s**i) is
+        The sharp patch is gathered pixel by pixel from the image padded once per batch
+        (_sharp_patch). A pooled patch (side g * f, f = s**i) is
         read from a summed-area table instead: each of its g x g cells is the sum of an f x f
         block, 4 table look-ups whatever f is, so wide glimpses cost no more than narrow
         ones. Clamping a block to the image is exactly zero padding. The table is float64 so
