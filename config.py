@@ -100,6 +100,9 @@ g.add_argument("--init_lr", type=float, default=1e-3,
 g.add_argument("--lr_patience", type=int, default=20,
                help="epochs without a better validation accuracy before the lr is reduced")
 g.add_argument("--lr_factor", type=float, default=0.5, help="ReduceOnPlateau multiplies the lr by this")
+g.add_argument("--lr_cooldown", type=int, default=0,
+               help="epochs after an lr cut before ReduceOnPlateau counts epochs without a "
+                    "better validation accuracy again")
 g.add_argument("--train_patience", type=int, default=60,
                help="epochs without a better validation accuracy before training stops")
 g.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay of Adam")
@@ -151,6 +154,7 @@ def check_config(config):
     need(config.glimpse_scale >= 1, f"--glimpse_scale must be >= 1 (got {config.glimpse_scale})")
     need(config.num_glimpses >= 1, f"--num_glimpses must be >= 1 (got {config.num_glimpses})")
     need(0 <= config.valid_size < 1, f"--valid_size must be in [0, 1) (got {config.valid_size})")
+    need(config.lr_cooldown >= 0, f"--lr_cooldown must be >= 0 (got {config.lr_cooldown})")
     need(0 < config.lr_factor < 1, f"--lr_factor must be in (0, 1) (got {config.lr_factor})")
     need(config.std > 0, f"--std must be > 0 (got {config.std})")
     need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")

@@ -431,7 +431,7 @@ class Trainer:
                             .generate_state(1)[0]))
         self.scheduler = paddle.optimizer.lr.ReduceOnPlateau(
             learning_rate=config.init_lr, mode="max", factor=config.lr_factor,
-            patience=config.lr_patience)
+            patience=config.lr_patience, cooldown=config.lr_cooldown)
         self.optimizer = paddle.optimizer.Adam(
             learning_rate=self.scheduler, parameters=self.model.parameters(),
             weight_decay=config.weight_decay or None, use_multi_tensor=True)

@@ -17,9 +17,10 @@ ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimps
              "num_glimpses", "hidden_size", "std", "dataset", "canvas", "clutter")
 # Flags that change how training proceeds (not the architecture): a resumed run takes them
 # from the command line, and says where they differ from the checkpoint's.
-TRAIN_KEYS = ("batch_size", "init_lr", "lr_factor", "lr_patience", "train_patience",
-              "weight_decay", "ema_decay", "shift", "std_factor", "reinforce_weight",
-              "reinforce_core", "valid_size", "valid_passes", "random_seed", "M")
+TRAIN_KEYS = ("batch_size", "init_lr", "lr_factor", "lr_patience", "lr_cooldown",
+              "train_patience", "weight_decay", "ema_decay", "shift", "std_factor",
+              "reinforce_weight", "reinforce_core", "valid_size", "valid_passes", "random_seed",
+              "M")
 
 
 def model_name(config):

@@ -332,3 +332,19 @@ def test_training_validates_with_valid_passes(tiny_data, tmp_path):
     assert len(accs) == 2
     assert all(abs(a * 4.2 - round(a * 4.2)) < 0.022 for a in accs), accs  # log: 2 decimals
     assert not all(abs(a * 0.6 - round(a * 0.6)) < 0.004 for a in accs), accs
+
+
+def test_lr_cooldown_waits_after_a_cut(tiny_data, tmp_path):
+    """--lr_patience 0 --lr_cooldown 2: after a cut, two epochs pass before the next can come;
+    the scheduler state (which checkpoints store as optim_state's LR_Scheduler) holds the
+    cooldown counter."""
+    config = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path,
+                                                    "--lr_patience", "0", "--lr_cooldown", "2")])
+    from trainer import Trainer
+    scheduler = Trainer(config, "cpu").scheduler
+    lrs = []
+    for acc in (50.0, 40.0, 40.0, 40.0, 40.0):  # a best, then never better
+        scheduler.step(acc)
+        lrs.append(scheduler.last_lr)
+    assert lrs == [INIT_LR, INIT_LR / 2, INIT_LR / 2, INIT_LR / 2, INIT_LR / 4]
+    assert scheduler.state_dict()["cooldown_counter"] == 2
