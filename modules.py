@@ -55,7 +55,7 @@ class Retina:
         return paddle.floor(0.5 * ((coords + 1.0) * size))
 
     def _size(self, x, l):
-        """(W, H) of x as a tensor [2] of l's dtype: one host-to-device copy, not one per glimpse."""
+        """(W, H) of x as a tensor [2] of l's dtype, copied to the device once, not per glimpse."""
         key = (x.shape[3], x.shape[2], l.dtype)
         if key not in self._scale_cache:
             self._scale_cache[key] = paddle.to_tensor(key[:2], dtype=l.dtype)
@@ -170,7 +170,7 @@ class Retina:
         B, C, H, W = x.shape
         g = self.g
         flat, offsets, weights, corner = self._padded_image(x)
-        c = self.pixel_floor(self._size(x, l), l)                                # [B, 2] (col, row)
+        c = self.pixel_floor(self._size(x, l), l)                           # [B, 2] (col, row)
         start = paddle.addmm(corner, c, weights).astype("int64")                 # [B, 1]
         if C == 1:
             idx = start + offsets                                                # [B, g*g]

@@ -438,6 +438,7 @@ class Trainer:
         self.ema = (WeightAverage(self.model, config.ema_decay)
                     if config.ema_decay and config.is_train else None)
         self.epoch, self.best_valid_acc, self.counter, self.elapsed = 0, 0.0, 0, 0.0
+        self._stop_requested = False  # set by Ctrl-C / SIGTERM while training
         if state is not None:
             self._restore(state)
 
@@ -574,6 +575,7 @@ class Trainer:
                   leave=False, mininterval=1.0, dynamic_ncols=True,
                   disable=not self.is_main) as bar:
             for i, (x, y) in enumerate(loader):
+                self._stop_if_requested()
                 ep = self.train_step(x, y)
                 B = x.shape[0]
                 loss_sum += ep.loss.detach() * B
@@ -597,10 +599,18 @@ class Trainer:
             with open(os.path.join(folder, f"{prefix}_{self.epoch + 1}.p"), "wb") as f:
                 pickle.dump(value.numpy(), f)
 
-    @staticmethod
-    def _interrupt_on_sigterm(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher sends it more than once
-        raise KeyboardInterrupt
+    def _request_stop(self, signum, frame):
+        """Ctrl-C or SIGTERM while training: stop at the end of the current step. Raising at
+        once could land inside the fused episode's backward, which Paddle runs from C++ and
+        would turn into an OSError (no checkpoint), or half-way through Adam's update. A
+        second Ctrl-C stops at once; repeated SIGTERMs (the launcher sends several) do not."""
+        if self._stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def _stop_if_requested(self):
+        if self._stop_requested:
+            raise KeyboardInterrupt
 
     def train(self, train_loader, valid_loader):
         c = self.config
@@ -609,10 +619,12 @@ class Trainer:
         main = self.is_main
         # SIGTERM (a scheduler's kill, `kill PID`, or paddle.distributed.launch passing on
         # Ctrl-C) gets the same resumable checkpoint as Ctrl-C instead of Paddle's abort.
-        # Rank 0 turns it into a KeyboardInterrupt; the other ranks carry on meanwhile so
-        # that rank 0 never waits in a collective for a dead peer, and end when it is gone.
-        previous = signal.signal(signal.SIGTERM,
-                                 self._interrupt_on_sigterm if main else signal.SIG_IGN)
+        # Rank 0 stops at the end of its step; the other ranks carry on meanwhile so that
+        # rank 0 never waits in a collective for a dead peer, and end when it is gone.
+        self._stop_requested = False
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._request_stop),
+                    signal.SIGTERM: signal.signal(
+                        signal.SIGTERM, self._request_stop if main else signal.SIG_IGN)}
         if main:
             self.save_params_json()
         writer = None
@@ -666,7 +678,8 @@ class Trainer:
                 self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1}: saved {path}; "
                                  f"resume with: python main.py --resume=True --ckpt {path}")
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             if writer:
                 writer.close()
         if main:

@@ -1,5 +1,8 @@
 """The fused training episode (trainer.fused_rollout_loss, what train_step runs by default)
 against the plain one (rollout_loss under Paddle's autograd): same episode, same gradients."""
+import os
+import signal
+
 import numpy as np
 import paddle
 import pytest
@@ -107,3 +110,36 @@ def test_relu_mask_without_paddles_kernel_is_the_same(monkeypatch):
     monkeypatch.setattr(trainer, "_relu_grad", None)
     np.testing.assert_array_equal(trainer._relu_mask(grad, out).numpy(), kernel)
     assert (kernel == 0).any() and (kernel != 0).any()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_inside_the_fused_backward_still_saves(signum, tiny_data, tmp_path,
+                                                         monkeypatch):
+    """Ctrl-C (or SIGTERM) arriving while Paddle runs the hand-written backward from C++:
+    training stops after that step and writes the resumable checkpoint, instead of dying
+    on Paddle's wrapped KeyboardInterrupt (an OSError)."""
+    import trainer as trainer_module
+    from data_loader import get_train_valid_loader
+    backward = trainer_module._FusedEpisode.backward
+    calls = []
+
+    def interrupted_backward(ctx, *grads):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signum)
+        return backward(ctx, *grads)
+
+    monkeypatch.setattr(trainer_module._FusedEpisode, "backward",
+                        staticmethod(interrupted_backward))
+    config = get_config([str(a) for a in [
+        "--data_dir", tiny_data, "--batch_size", "32", "--num_glimpses", "2", "--epochs", "3",
+        "--plot_freq", "0", "--ckpt_dir", tmp_path / "ckpt", "--logs_dir", tmp_path / "logs",
+        "--plot_dir", tmp_path / "plots"]])
+    trainer = Trainer(config, "cpu")
+    train, valid = get_train_valid_loader(str(tiny_data), 32, 1)
+    trainer.train(train, valid)
+    assert len(calls) == 3  # the step that was under way finished; no further step began
+    saved = paddle.load(str(tmp_path / "ckpt" / "ram_2_8x8_1_interrupted.pdparams"))
+    assert saved["epoch"] == 0
+    assert "[!] Interrupted in epoch 1" in (tmp_path / "logs" / "ram_2_8x8_1.log").read_text()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
