@@ -57,7 +57,7 @@ g.add_argument("--std_factor", type=float, default=1.0,
                     "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
-g.add_argument("--valid_passes", type=int, default=1,
+g.add_argument("--valid_passes", type=int, default=5,
                help="validation accuracy (which picks the best checkpoint and drives the lr "
                     "schedule and early stopping) is the mean of this many passes over the "
                     "validation set, each with other location samples: one pass is too noisy")
@@ -94,7 +94,7 @@ g = group("Training Params")
 g.add_argument("--is_train", type=str2bool, default=True, help="train (True) or test (False)")
 g.add_argument("--epochs", type=int, default=500,
                help="total # epochs; a resumed run continues up to this number")
-g.add_argument("--init_lr", type=float, default=1e-3,
+g.add_argument("--init_lr", type=float, default=3e-4,
                help="initial learning rate (Adam); the same for any # of processes, since "
                     "--batch_size is global")
 g.add_argument("--lr_patience", type=int, default=20,

@@ -22,8 +22,8 @@ def logged_correct(seed, M):
 
 @pytest.mark.parametrize("seed", [1, 4])
 def test_shipped_model_reproduces_its_logged_m1_test_accuracy(seed, mnist_dir, tmp_path):
-    """Seeds 1 and 4 (1.34% and 1.04% in the log). The log was written with one MKL thread;
-    other thread counts may round a few fixations differently, hence +-3 images."""
+    """Two of the five logged seeds. The log was written with one MKL thread; other thread
+    counts may round a few fixations differently, hence +-3 images."""
     res = run_main(["--is_train=False", "--best", "True", "--ckpt_dir", ROOT / "ckpt",
                     "--data_dir", mnist_dir,
                     "--logs_dir", tmp_path, "--random_seed", seed], cwd=tmp_path, timeout=180)
