@@ -56,13 +56,21 @@ def rollout_loss(model, x, y, num_glimpses, M=1, reinforce_weight=0.01, l_0=None
     log_pi = log_pi.reshape([M, B, -1]).mean(0)                           # [B, T]
     baselines = baselines.reshape([M, B, -1]).mean(0)                     # [B, T]
 
+    loss, correct, _ = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight)
+    return Episode(loss, correct.sum(), log_probas, locs)
+
+
+def hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight):
+    """The hybrid loss of an episode, from log_probas [B, classes], log_pi [B, T] and
+    baselines [B, T]: NLL(log p(y)) + MSE(b_t, R) + reinforce_weight * mean_B sum_t
+    -log_pi_t (R - b_t), the baseline detached in the REINFORCE term.
+    Returns (loss [], correct [B] as floats, R [B, T])."""
     correct = (log_probas.argmax(1) == y).astype(log_probas.dtype)        # [B]
     R = correct.unsqueeze(1).expand(baselines.shape)                      # [B, T]
     loss_action = F.nll_loss(log_probas, y)
     loss_baseline = F.mse_loss(baselines, R)
     loss_reinforce = (-log_pi * (R - baselines.detach())).sum(1).mean()
-    loss = loss_action + loss_baseline + reinforce_weight * loss_reinforce
-    return Episode(loss, correct.sum(), log_probas, locs)
+    return loss_action + loss_baseline + reinforce_weight * loss_reinforce, correct, R
 
 
 def _relu_mask(grad, out):
@@ -130,10 +138,7 @@ class _FusedEpisode(PyLayer):
                   - 0.5 * math.log(2 * math.pi)).sum(axis=2).t()                 # [B, T]
         baselines = paddle.addmm(bb, _sum_tb(S["h"]), Wb).reshape([T, B]).t()    # [B, T]
         log_probas = F.log_softmax(paddle.addmm(bc, h_t, Wc), axis=1)            # [B, classes]
-        correct = (log_probas.argmax(1) == y).astype(log_probas.dtype)           # [B]
-        R = correct.unsqueeze(1).expand(baselines.shape)                         # [B, T]
-        loss = (F.nll_loss(log_probas, y) + F.mse_loss(baselines, R)
-                + reinforce_weight * (-log_pi * (R - baselines)).sum(1).mean())
+        loss, correct, R = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight)
         ctx.std, ctx.weight, ctx.params, ctx.stacked = std, reinforce_weight, params, S
         ctx.save_for_backward(y, log_probas, baselines, R)
         n_correct, locs = correct.sum(), S["loc"]
