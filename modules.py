@@ -154,7 +154,7 @@ class Retina:
                     paddle.to_tensor([[1.0], [float(Wp)]], dtype=x.dtype),
                     paddle.to_tensor([float((g - g // 2) * (Wp + 1))], dtype=x.dtype))
             side, top, *index_consts = self._pad_consts[key]
-            # Two concats: Paddle's CPU pad kernel is 5x slower.
+            # Two concats: Paddle's CPU pad kernel is several times slower.
             flat = paddle.concat([top, paddle.concat([side, x, side], axis=3), top], axis=2)
             self._padded = (x, flat.reshape([x.shape[0], -1]), *index_consts)
         return self._padded[1:]

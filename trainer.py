@@ -157,7 +157,7 @@ class _FusedEpisode(PyLayer):
         def wgrad(inp, grad):  # sum over the T*B rows of inp^T @ grad
             return paddle.matmul(_sum_tb(inp), _sum_tb(grad), transpose_x=True)
 
-        def bgrad(grad):  # column sums of [T, B, n] as a GEMM: ~20x faster than sum() here
+        def bgrad(grad):  # column sums of [T, B, n] as a GEMM: Paddle's CPU sum() is far slower
             return paddle.matmul(ones, _sum_tb(grad)).reshape([-1])
 
         # Action network: d NLL / d logits = (softmax - onehot) / B.
@@ -358,7 +358,7 @@ class WeightAverage:
         self.steps += 1
         d = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
         for k, p in self.model.named_parameters():
-            # In place, on the device (no host sync); 3x faster than lerp_ on Paddle's CPU.
+            # In place, on the device (no host sync); Paddle's CPU lerp_ is slower.
             self.avg[k].scale_(d).add_(p * (1.0 - d))
 
     def state_dict(self):

@@ -84,7 +84,7 @@ def throughput(trainer, loader, windows, steps, paths=("real",)):
     Paths: "real" is Trainer.train_step as main.py runs it (the fused episode where it
     applies); "plain" is the same step with the episode under Paddle's autograd
     (rollout_loss). The real step's windows come first: once the plain episode has run, the
-    fused one runs ~15% slower in the same process (the allocator's state, it seems), so
+    fused one runs slower in the same process (the allocator's state, it seems), so
     alternating windows would understate it.
     """
     trainer.model.train()
