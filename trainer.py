@@ -26,7 +26,7 @@ import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 from tqdm import tqdm
 
-from config import check_config, get_config
+from config import EVAL_STD, check_config, get_config
 from model import RecurrentAttention
 from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, get_logger,
                    init_distributed, model_name)
@@ -310,15 +310,24 @@ def load_model_state(model, state, path, name):
     model.locator.std = float(state.get("std", model.locator.std))
 
 
+def saved_eval_std(state):
+    """The policy std a checkpoint was validated at and is tested at (--eval_std), or None
+    for files that predate the flag (and the reference's): those use their training std."""
+    std = state.get("eval_std")
+    return None if std is None else float(std)
+
+
 def load_model(path):
-    """The checkpoint's model in eval mode and its config (config.py defaults, with the
-    architecture and dataset stored in the checkpoint). Every failure is one RamError line."""
+    """The checkpoint's model in eval mode, sampling fixations as testing it does (at its
+    eval std), and its config (config.py defaults, with the architecture and dataset stored
+    in the checkpoint). Every failure is one RamError line."""
     state = load_checkpoint_file(path)
     config = get_config(["--is_train", "False"])
     adopt_arch(config, state)
     check_config(config)
     model = build_model(config)
     load_model_state(model, state, path, model_name(config))
+    model.locator.std = saved_eval_std(state) or model.locator.std
     model.eval()
     return model, config
 
@@ -379,9 +388,10 @@ class Trainer:
     """Builds the model (from the flags or a checkpoint) and trains or tests it.
 
     Checkpoints are dicts {epoch, model_state, optim_state, best_valid_acc, counter, elapsed,
-    config, rng_state, std}; the reference's files (only the first four) load as well. `std` is
-    the location policy's std when the file was written (config["std"] is where it started,
-    see --std_factor); testing a file uses it. With --ema_decay, model_state holds the averaged
+    config, rng_state, std, eval_std}; the reference's files (only the first four) load as
+    well. `std` is the location policy's std when the file was written (config["std"] is where
+    it started, see --std_factor); `eval_std` the std that validation used and that testing
+    the file uses (files without one use `std`). With --ema_decay, model_state holds the averaged
     weights (those that validation measured and that testing uses) and two more keys hold
     what resuming needs: raw_state, the optimiser's own weights, and ema_steps.
 
@@ -444,6 +454,11 @@ class Trainer:
                     if config.ema_decay and config.is_train else None)
         self.epoch, self.best_valid_acc, self.counter, self.elapsed = 0, 0.0, 0, 0.0
         self._stop_requested = False  # set by Ctrl-C / SIGTERM while training
+        # The flag, else the checkpoint's, else the default for a fresh run; None (files from
+        # before --eval_std) validates and tests at the training std, as those files were.
+        self.eval_std = (config.eval_std if config.eval_std is not None
+                         else saved_eval_std(state) if state is not None else EVAL_STD)
+        config.eval_std = self.eval_std  # what checkpoints' config and params JSON record
         if state is not None:
             self._restore(state)
 
@@ -514,6 +529,8 @@ class Trainer:
             "rng_state": paddle.get_rng_state(),
             "std": self.model.locator.std,
         }
+        if self.eval_std is not None:
+            state["eval_std"] = self.eval_std
         if self.ema:
             state.update(model_state=self.ema.state_dict(), raw_state=self.model.state_dict(),
                          ema_steps=self.ema.steps)
@@ -534,17 +551,26 @@ class Trainer:
         c = self.config
         return rollout_loss(self.model, x, y, c.num_glimpses, M, c.reinforce_weight)
 
+    @property
+    def test_std(self):
+        """The policy std of validation and test."""
+        return self.eval_std or self.model.locator.std
+
     @paddle.no_grad()
     def evaluate(self, loader, M=1, passes=1):
         """Mean loss, accuracy (%) and #correct over `passes` passes through a loader (each
-        with its own location samples), M samples per image."""
+        with its own location samples), M samples per image, fixations at the eval std."""
         self.model.eval()
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
-        for _ in range(passes):
-            for x, y in loader:
-                ep = self._episode(x, y, M)
-                loss_sum += ep.loss * x.shape[0]
-                correct += ep.correct
+        train_std, self.model.locator.std = self.model.locator.std, self.test_std
+        try:
+            for _ in range(passes):
+                for x, y in loader:
+                    ep = self._episode(x, y, M)
+                    loss_sum += ep.loss * x.shape[0]
+                    correct += ep.correct
+        finally:
+            self.model.locator.std = train_std
         loss_sum, correct = self._sum_over_ranks(loss_sum, correct)
         n = loader.num_samples * passes
         correct = int(round(correct))
@@ -637,7 +663,8 @@ class Trainer:
             from tensorboardX import SummaryWriter
             writer = SummaryWriter(os.path.join(c.logs_dir, self.name))
         self.logger.info(f"[*] {self.name} on {self.device}: train on {train_loader.num_samples}, "
-                         f"validate on {valid_loader.num_samples} images, "
+                         f"validate on {valid_loader.num_samples} images (policy std "
+                         f"{self.test_std:.3g}), "
                          f"epochs {self.epoch + 1}..{c.epochs}")
         try:
             while self.epoch < c.epochs:
@@ -705,7 +732,7 @@ class Trainer:
         tic = time.time()
         _, acc, correct = self.evaluate(test_loader, self.config.M)
         self.logger.info(f"[*] Evaluated {test_loader.num_samples} images (M={self.config.M}, "
-                         f"std {self.model.locator.std:.3g}) "
+                         f"std {self.test_std:.3g}) "
                          f"in {time.time() - tic:.1f}s")
         self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
                          f"({acc:.2f}% - {100 - acc:.2f}%)")

@@ -1,14 +1,16 @@
-"""How much of a checkpoint's M=1 test error is location noise? Test it with smaller stds.
+"""How much of a checkpoint's M=1 error is location noise? Evaluate it at other policy stds.
 
     python benchmarks/eval_noise.py [--ckpt FILE ...] [--stds 0.05 0.01] [--seeds 1 2 3]
+                                    [--split test|valid]
 
-For each checkpoint (default: every ckpt/*_model_best.pdparams), the test error of its own
-dataset, mean over the seeds, with M = 1 at the std it was saved with, at each of --stds
-(the policy's mean fixations unchanged, only their noise scaled down), and with M = 10 at its
-own std. If the smaller stds close most of the gap between M = 1 and M = 10, the error is
-noise around good fixations and a lower std late in training (--std_factor) pays; if they do
-not, M = 10's gain is the ensemble of ten different trajectories (the first fixation is
-uniformly random too), and only a better model closes it. Prints a Markdown table.
+For each checkpoint (default: every ckpt/*_model_best.pdparams), the error on its own
+dataset's test set (or, with --split valid, on the validation set it was trained against:
+the place to choose config.EVAL_STD), mean and range over the seeds, with M = 1 and M = 10,
+at the std testing the file uses and at each of --stds (the policy's mean fixations
+unchanged, only the noise around them scaled). If smaller stds close most of the gap between
+M = 1 and M = 10, the error is noise around good fixations; if they do not, M = 10's gain is
+the ensemble of ten different trajectories (the first fixation is uniformly random too), and
+only a better model closes it. Prints a Markdown table.
 """
 import argparse
 import glob
@@ -34,8 +36,8 @@ from utils import RamError, set_seed  # noqa: E402
 
 
 @paddle.no_grad()
-def test_error(model, config, loader, seed, M):
-    """Test error (%) with M samples per image; `seed` seeds the location noise."""
+def error(model, config, loader, seed, M):
+    """Error (%) with M samples per image; `seed` seeds the location noise."""
     set_seed(seed)
     correct = paddle.zeros([])
     for x, y in loader:
@@ -49,29 +51,40 @@ def main(argv=None):
     p.add_argument("--ckpt", nargs="+", default=None,
                    help="checkpoint files (default: ckpt/*_model_best.pdparams)")
     p.add_argument("--stds", type=float, nargs="+", default=[0.05, 0.01],
-                   help="policy stds to test at, besides the checkpoint's own")
+                   help="policy stds to evaluate at, besides the checkpoint's own")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="valid: the held-out part of the training set the checkpoint was "
+                        "validated on (the place to choose a std; test only reports)")
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
     p.add_argument("--batch_size", type=int, default=1000)
     args = p.parse_args(argv)
+    if min(args.stds) <= 0:
+        p.error("--stds must all be > 0: a Gaussian policy's log-probability needs std > 0")
     files = args.ckpt or sorted(glob.glob(os.path.join(ROOT, "ckpt", "*_model_best.pdparams")))
-    print(f"M=1 test error (%) at each std, mean over seeds {args.seeds}; M=10 at the own std\n")
-    print("| checkpoint | own std | M=1, own std | " + " | ".join(
-        f"M=1, std {s:g}" for s in args.stds) + " | M=10, own std |")
-    print("| --- | --: | --: | " + " | ".join("--:" for _ in args.stds) + " | --: |")
+    print(f"{args.split} error (%) at each policy std, mean (min-max) over seeds {args.seeds}\n")
+    print("| checkpoint | std | M=1 | M=10 |\n| --- | --: | --: | --: |")
     try:
         for path in files:
             model, config = load_model(path)
             own = model.locator.std
-            loader = data_loader.get_test_loader(args.data_dir, args.batch_size, config.dataset,
-                                                 config.canvas, config.clutter)
-            cells = []
-            for std, M in [(own, 1)] + [(s, 1) for s in args.stds] + [(own, 10)]:
+            if args.split == "test":
+                loader = data_loader.get_test_loader(args.data_dir, args.batch_size,
+                                                     config.dataset, config.canvas, config.clutter)
+            else:
+                _, loader = data_loader.get_train_valid_loader(
+                    args.data_dir, args.batch_size, config.random_seed, config.valid_size,
+                    config.shuffle, dataset=config.dataset, canvas=config.canvas,
+                    clutter=config.clutter)
+            for std in [own] + [s for s in args.stds if s != own]:
                 model.locator.std = std
-                errs = [test_error(model, config, loader, s, M) for s in args.seeds]
-                cells.append(f"{sum(errs) / len(errs):.2f}")
-            print(f"| {os.path.basename(path)} | {own:.3g} | " + " | ".join(cells) + " |",
-                  flush=True)
+                cells = []
+                for M in (1, 10):
+                    errs = [error(model, config, loader, s, M) for s in args.seeds]
+                    cells.append(f"{sum(errs) / len(errs):.2f} ({min(errs):.2f}-{max(errs):.2f})")
+                own_mark = " (saved)" if std == own else ""
+                print(f"| {os.path.basename(path)} | {std:g}{own_mark} | " + " | ".join(cells)
+                      + " |", flush=True)
     except RamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import paddle
 import pytest
 
 from _util import MAIN, acc_lines, cli_env, epoch_lines, run_main
-from config import get_config
+from config import EVAL_STD, get_config
 from trainer import load_model
 from utils import ARCH_KEYS, TRAIN_KEYS
 
@@ -163,7 +163,7 @@ def test_resume_lr_false_restarts_at_init_lr(tiny_data, ckpt_copy, tmp_path):
     assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(INIT_LR)
 
 
-def test_std_factor_cuts_the_std_with_the_lr_and_test_mode_uses_it(tiny_data, ckpt_copy,
+def test_std_factor_cuts_the_std_with_the_lr_and_eval_std_is_apart(tiny_data, ckpt_copy,
                                                                     tmp_path):
     """A scheduler whose best (100%) cannot be beaten, with patience 0, halves the lr after
     every epoch; --std_factor 0.5 then halves the policy's std as well."""
@@ -179,14 +179,24 @@ def test_std_factor_cuts_the_std_with_the_lr_and_test_mode_uses_it(tiny_data, ck
     assert "std_factor 0.5 (checkpoint: 1.0)" in log  # flags that differ are named
     assert re.findall(r"^epoch (\d)/.*lr (\S+) std (\S+) \|", log, re.M) == [
         ("3", "1.000e-03", "0.1"), ("4", "5.000e-04", "0.05")]
-    s4 = load(ckpt_copy / f"{NAME}_ckpt4.pdparams")
+    s4_path = ckpt_copy / f"{NAME}_ckpt4.pdparams"
+    s4 = load(s4_path)
     assert s4["std"] == pytest.approx(0.025) and s4["config"]["std"] == 0.1
+    # Validation and testing sample at the eval std instead, whatever the training std.
+    assert s4["eval_std"] == EVAL_STD and s4["config"]["eval_std"] == EVAL_STD
+    assert f"validate on 60 images (policy std {EVAL_STD:g})" in log
     # Every loader of a checkpoint (test mode, plot_glimpses, benchmarks) samples with it.
-    assert load_model(str(ckpt_copy / f"{NAME}_ckpt4.pdparams"))[0].locator.std == 0.025
-    # Testing the file samples with the std it ended with, not the initial --std.
-    res = run_test_mode(tiny_data, tmp_path / "test",
-                        "--ckpt", ckpt_copy / f"{NAME}_ckpt4.pdparams")
+    assert load_model(str(s4_path))[0].locator.std == EVAL_STD
+    res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s4_path)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert f"(M=1, std {EVAL_STD:g})" in res.stdout
+    res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s4_path, "--eval_std", "0.07")
+    assert "(M=1, std 0.07)" in res.stdout  # the flag overrides the file's
+    # A file from before --eval_std tests at the std it ended with, not the initial --std.
+    del s4["eval_std"]
+    paddle.save(s4, str(s4_path))
+    assert load_model(str(s4_path))[0].locator.std == 0.025
+    res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s4_path)
     assert "(M=1, std 0.025)" in res.stdout
 
 

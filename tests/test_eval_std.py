@@ -1,0 +1,71 @@
+"""--eval_std: validation and test sample fixations at their own std; training keeps --std."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+import data_loader
+from _util import cli_env, run_main
+from config import EVAL_STD, check_config, get_config
+from trainer import Trainer, rollout_loss
+from utils import set_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trainer_and_loader(tmp_path, *flags):
+    config = get_config(["--num_glimpses", "2", "--logs_dir", str(tmp_path / "logs"), *flags])
+    check_config(config)
+    set_seed(0)
+    trainer = Trainer(config)
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, 40)
+    return trainer, data_loader.make_loader(images, labels, 16)
+
+
+def loss_at(model, loader, std, seed):
+    """Mean loss of one pass with the policy std set by hand: what evaluate() must match."""
+    model.locator.std = std
+    set_seed(seed)
+    with paddle.no_grad():
+        total = sum(float(rollout_loss(model, x, y, 2).loss) * x.shape[0] for x, y in loader)
+    return total / loader.num_samples
+
+
+def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path):
+    trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
+    set_seed(7)
+    loss, _, _ = trainer.evaluate(loader)
+    assert trainer.model.locator.std == 0.1  # training goes on with --std's exploration
+    assert loss == pytest.approx(loss_at(trainer.model, loader, 0.03, 7), rel=1e-6)
+    assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
+
+
+def test_a_fresh_run_validates_at_the_default_eval_std(tmp_path):
+    trainer, _ = trainer_and_loader(tmp_path)
+    assert trainer.eval_std == EVAL_STD == trainer.config.eval_std
+    assert trainer.test_std == EVAL_STD and trainer.model.locator.std == 0.1
+
+
+def test_eval_std_must_be_positive(tmp_path):
+    res = run_main(["--eval_std", "0", "--logs_dir", tmp_path], cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["error: --eval_std must be > 0 (got 0.0)"]
+
+
+def test_eval_noise_sweeps_stds_on_the_validation_split(tiny_run, tiny_data):
+    best = tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "eval_noise.py"), "--ckpt", str(best),
+         "--split", "valid", "--stds", "0.05", "--seeds", "1", "2", "--data_dir", str(tiny_data),
+         "--batch_size", "32"], env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [l for l in res.stdout.splitlines() if l.startswith("| ram_2_8x8_1")]
+    assert [r.split("|")[2].strip() for r in rows] == [f"{EVAL_STD:g} (saved)", "0.05"]
+    for r in rows:  # M = 1 and M = 10 cells: mean (min-max) over the two seeds
+        cells = [c.strip() for c in r.split("|")[3:5]]
+        assert all(c.count("(") == 1 and c.endswith(")") for c in cells), r
