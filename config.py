@@ -60,11 +60,12 @@ g.add_argument("--std_factor", type=float, default=1.0,
                help="each lr reduction multiplies the std by this too (1: fixed std, as in the "
                     "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--eval_std", type=float, default=None,
-               help="std of the location policy in validation and test (its mean fixations "
-                    "are the same; less noise around them than --std's exploration errs less, "
-                    "see README). Default: %g when training from scratch; when testing or "
-                    "resuming, the one the checkpoint was saved with (files from before this "
-                    "flag, and the reference's: their training std)" % EVAL_STD)
+               help="std of the location policy in validation and test with M = 1 (its mean "
+                    "fixations are the same; less noise around them than --std's exploration "
+                    "errs less, see README; M > 1 samples at the training std). Default: %g "
+                    "when training from scratch; when testing or resuming, the one the "
+                    "checkpoint was saved with (files from before this flag, and the "
+                    "reference's: their training std)" % EVAL_STD)
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
 g.add_argument("--valid_passes", type=int, default=5,

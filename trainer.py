@@ -551,18 +551,19 @@ class Trainer:
         c = self.config
         return rollout_loss(self.model, x, y, c.num_glimpses, M, c.reinforce_weight)
 
-    @property
-    def test_std(self):
-        """The policy std of validation and test."""
-        return self.eval_std or self.model.locator.std
+    def policy_std(self, M=1):
+        """The policy std that validation and test sample fixations at: the eval std for one
+        sample per image, the best single guess; M > 1 samples average over the trained
+        policy itself, which needs its spread (the training std: M = 10 errs more at 0.02)."""
+        return self.model.locator.std if M > 1 or self.eval_std is None else self.eval_std
 
     @paddle.no_grad()
     def evaluate(self, loader, M=1, passes=1):
         """Mean loss, accuracy (%) and #correct over `passes` passes through a loader (each
-        with its own location samples), M samples per image, fixations at the eval std."""
+        with its own location samples), M samples per image at policy_std(M)."""
         self.model.eval()
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
-        train_std, self.model.locator.std = self.model.locator.std, self.test_std
+        train_std, self.model.locator.std = self.model.locator.std, self.policy_std(M)
         try:
             for _ in range(passes):
                 for x, y in loader:
@@ -664,7 +665,7 @@ class Trainer:
             writer = SummaryWriter(os.path.join(c.logs_dir, self.name))
         self.logger.info(f"[*] {self.name} on {self.device}: train on {train_loader.num_samples}, "
                          f"validate on {valid_loader.num_samples} images (policy std "
-                         f"{self.test_std:.3g}), "
+                         f"{self.policy_std(c.M):.3g}), "
                          f"epochs {self.epoch + 1}..{c.epochs}")
         try:
             while self.epoch < c.epochs:
@@ -732,7 +733,7 @@ class Trainer:
         tic = time.time()
         _, acc, correct = self.evaluate(test_loader, self.config.M)
         self.logger.info(f"[*] Evaluated {test_loader.num_samples} images (M={self.config.M}, "
-                         f"std {self.test_std:.3g}) "
+                         f"std {self.policy_std(self.config.M):.3g}) "
                          f"in {time.time() - tic:.1f}s")
         self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
                          f"({acc:.2f}% - {100 - acc:.2f}%)")

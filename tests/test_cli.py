@@ -192,6 +192,8 @@ def test_std_factor_cuts_the_std_with_the_lr_and_eval_std_is_apart(tiny_data, ck
     assert f"(M=1, std {EVAL_STD:g})" in res.stdout
     res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s4_path, "--eval_std", "0.07")
     assert "(M=1, std 0.07)" in res.stdout  # the flag overrides the file's
+    res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s4_path, "--M", "3")
+    assert "(M=3, std 0.025)" in res.stdout  # M > 1 averages over the policy as trained
     # A file from before --eval_std tests at the std it ended with, not the initial --std.
     del s4["eval_std"]
     paddle.save(s4, str(s4_path))

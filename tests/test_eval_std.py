@@ -45,10 +45,23 @@ def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path
     assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
 
 
+def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
+    trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
+    set_seed(7)
+    loss, _, _ = trainer.evaluate(loader, M=3)
+    model = trainer.model
+    set_seed(7)
+    with paddle.no_grad():
+        expect = sum(float(rollout_loss(model, x, y, 2, M=3).loss) * x.shape[0]
+                     for x, y in loader) / loader.num_samples
+    assert model.locator.std == 0.1 and loss == pytest.approx(expect, rel=1e-6)
+
+
 def test_a_fresh_run_validates_at_the_default_eval_std(tmp_path):
     trainer, _ = trainer_and_loader(tmp_path)
     assert trainer.eval_std == EVAL_STD == trainer.config.eval_std
-    assert trainer.test_std == EVAL_STD and trainer.model.locator.std == 0.1
+    assert trainer.policy_std(1) == EVAL_STD and trainer.policy_std(10) == 0.1
+    assert trainer.model.locator.std == 0.1
 
 
 def test_eval_std_must_be_positive(tmp_path):
