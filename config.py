@@ -4,7 +4,7 @@ import argparse
 from data_loader import DATASETS, default_clutter
 from utils import RamError
 
-# The policy std of validation and test, chosen on the validation set: of 0.1 (the training
+# The policy std of testing with M = 1, chosen on the validation set: of 0.1 (the training
 # std), 0.05, 0.03, 0.02 and 0.01, 0.02 erred least for the model trained at 0.1 (README).
 EVAL_STD = 0.02
 
@@ -60,12 +60,12 @@ g.add_argument("--std_factor", type=float, default=1.0,
                help="each lr reduction multiplies the std by this too (1: fixed std, as in the "
                     "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--eval_std", type=float, default=None,
-               help="std of the location policy in validation and test with M = 1 (its mean "
-                    "fixations are the same; less noise around them than --std's exploration "
-                    "errs less, see README; M > 1 samples at the training std). Default: %g "
-                    "when training from scratch; when testing or resuming, the one the "
-                    "checkpoint was saved with (files from before this flag, and the "
-                    "reference's: their training std)" % EVAL_STD)
+               help="std of the location policy when testing with M = 1: the policy's mean "
+                    "fixations with less noise around them than --std's exploration err less "
+                    "(see README). Validation, and M > 1, sample at the training std. "
+                    "Default: %g when training from scratch (saved in its checkpoints); when "
+                    "testing or resuming, the checkpoint's (files from before this flag, and "
+                    "the reference's: their training std)" % EVAL_STD)
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
 g.add_argument("--valid_passes", type=int, default=5,

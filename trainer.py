@@ -390,8 +390,8 @@ class Trainer:
     Checkpoints are dicts {epoch, model_state, optim_state, best_valid_acc, counter, elapsed,
     config, rng_state, std, eval_std}; the reference's files (only the first four) load as
     well. `std` is the location policy's std when the file was written (config["std"] is where
-    it started, see --std_factor); `eval_std` the std that validation used and that testing
-    the file uses (files without one use `std`). With --ema_decay, model_state holds the averaged
+    it started, see --std_factor), which validation samples at; `eval_std` the std that
+    testing the file samples at with M = 1 (files without one use `std`). With --ema_decay, model_state holds the averaged
     weights (those that validation measured and that testing uses) and two more keys hold
     what resuming needs: raw_state, the optimiser's own weights, and ema_steps.
 
@@ -455,7 +455,7 @@ class Trainer:
         self.epoch, self.best_valid_acc, self.counter, self.elapsed = 0, 0.0, 0, 0.0
         self._stop_requested = False  # set by Ctrl-C / SIGTERM while training
         # The flag, else the checkpoint's, else the default for a fresh run; None (files from
-        # before --eval_std) validates and tests at the training std, as those files were.
+        # before --eval_std) tests at the training std, as those files were.
         self.eval_std = (config.eval_std if config.eval_std is not None
                          else saved_eval_std(state) if state is not None else EVAL_STD)
         config.eval_std = self.eval_std  # what checkpoints' config and params JSON record
@@ -558,12 +558,14 @@ class Trainer:
         return self.model.locator.std if M > 1 or self.eval_std is None else self.eval_std
 
     @paddle.no_grad()
-    def evaluate(self, loader, M=1, passes=1):
+    def evaluate(self, loader, M=1, passes=1, std=None):
         """Mean loss, accuracy (%) and #correct over `passes` passes through a loader (each
-        with its own location samples), M samples per image at policy_std(M)."""
+        with its own location samples), M samples per image at the policy std `std`
+        (None: policy_std(M), as testing does)."""
         self.model.eval()
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
-        train_std, self.model.locator.std = self.model.locator.std, self.policy_std(M)
+        train_std = self.model.locator.std
+        self.model.locator.std = self.policy_std(M) if std is None else std
         try:
             for _ in range(passes):
                 for x, y in loader:
@@ -664,8 +666,7 @@ class Trainer:
             from tensorboardX import SummaryWriter
             writer = SummaryWriter(os.path.join(c.logs_dir, self.name))
         self.logger.info(f"[*] {self.name} on {self.device}: train on {train_loader.num_samples}, "
-                         f"validate on {valid_loader.num_samples} images (policy std "
-                         f"{self.policy_std(c.M):.3g}), "
+                         f"validate on {valid_loader.num_samples} images, "
                          f"epochs {self.epoch + 1}..{c.epochs}")
         try:
             while self.epoch < c.epochs:
@@ -674,7 +675,9 @@ class Trainer:
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
                 with self.ema.applied() if self.ema else contextlib.nullcontext():
-                    val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes)
+                    # At the training std, not the test's --eval_std: validating the policy
+                    # as it explores picked the better model (README, runs W and X).
+                    val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes, std)
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and testing

@@ -182,9 +182,8 @@ def test_std_factor_cuts_the_std_with_the_lr_and_eval_std_is_apart(tiny_data, ck
     s4_path = ckpt_copy / f"{NAME}_ckpt4.pdparams"
     s4 = load(s4_path)
     assert s4["std"] == pytest.approx(0.025) and s4["config"]["std"] == 0.1
-    # Validation and testing sample at the eval std instead, whatever the training std.
+    # Testing with M = 1 samples at the eval std instead, whatever the training std.
     assert s4["eval_std"] == EVAL_STD and s4["config"]["eval_std"] == EVAL_STD
-    assert f"validate on 60 images (policy std {EVAL_STD:g})" in log
     # Every loader of a checkpoint (test mode, plot_glimpses, benchmarks) samples with it.
     assert load_model(str(s4_path))[0].locator.std == EVAL_STD
     res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s4_path)

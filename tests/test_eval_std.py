@@ -45,6 +45,25 @@ def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path
     assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
 
 
+def test_validation_during_training_samples_at_the_training_std(tmp_path, monkeypatch):
+    """--eval_std is for testing: the validation passes of train() sample at --std."""
+    trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03", "--epochs", "1",
+                                         "--valid_passes", "2", "--ckpt_dir", str(tmp_path),
+                                         "--plot_freq", "0")
+    seen = []
+    episode = trainer._episode
+
+    def spy(x, y, M=1):
+        if not trainer.model.training:
+            seen.append(trainer.model.locator.std)
+        return episode(x, y, M)
+
+    monkeypatch.setattr(trainer, "_episode", spy)
+    trainer.train(loader, loader)
+    assert seen == [0.1] * 2 * 3  # 2 passes of 3 batches
+    assert trainer.policy_std(1) == 0.03
+
+
 def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
     set_seed(7)
