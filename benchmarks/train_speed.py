@@ -1,7 +1,8 @@
 """Training throughput of the real step (Trainer.train_step, what `python main.py` runs) and the
 GEMM floor of this machine for the same shapes.
 
-    python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20] [--profile]
+    python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20]
+                                     [--plain] [--parts] [--profile]
 
 For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
 batches and report the median samples/s (`--plain` then times the plain autograd
@@ -10,9 +11,11 @@ training step performs (forward, weight gradient, input gradient) and print the 
 floor: FLOPs per sample / matmul rate. `--static` times the same episode compiled by
 paddle.jit.to_static (after checking that one step gives the eager loss), an experiment, not
 what main.py runs; try it with MKL_NUM_THREADS=1, which leaves the cores to Paddle's
-multi-threaded static-graph interpreter. `--profile` adds Paddle's operator table for
-`--steps` steps (forward ops and their *GradNode backward), to see where the rest goes. The
-last line is `samples/s: N` for batch 128.
+multi-threaded static-graph interpreter. `--parts` splits the real step's time into the
+episode's forward pass, its backward pass and the optimiser, each beside its share of the
+floor. `--profile` adds Paddle's operator table for `--steps` steps (forward ops and their
+*GradNode backward), to see where the rest goes. The last line is `samples/s: N` for batch
+128.
 """
 import argparse
 import os
@@ -58,24 +61,63 @@ def gemms(config):
 
 
 def gemm_floor(config, batch, repeats=50):
-    """(FLOPs per image, seconds per image) of the step's GEMMs run alone, back to back."""
-    flops, seconds = 0.0, 0.0
+    """(FLOPs per image, seconds per image, {phase: seconds per image}) of the step's GEMMs
+    run alone, back to back; the phases are the forward pass and the backward pass."""
+    flops, phases = 0.0, {"forward": 0.0, "backward": 0.0}
     for fan_in, fan_out, count, input_grad in gemms(config):
         a = paddle.randn([batch, fan_in])
         w = paddle.randn([fan_in, fan_out])
         g = paddle.randn([batch, fan_out])
-        ops = [lambda: paddle.matmul(a, w), lambda: paddle.matmul(a, g, transpose_x=True)]
+        ops = [("forward", lambda: paddle.matmul(a, w)),
+               ("backward", lambda: paddle.matmul(a, g, transpose_x=True))]
         if input_grad:
-            ops.append(lambda: paddle.matmul(g, w, transpose_y=True))
-        for op in ops:
+            ops.append(("backward", lambda: paddle.matmul(g, w, transpose_y=True)))
+        for phase, op in ops:
             for _ in range(5):
                 op()
             tic = time.perf_counter()
             for _ in range(repeats):
                 op()
-            seconds += count * (time.perf_counter() - tic) / repeats / batch
+            phases[phase] += count * (time.perf_counter() - tic) / repeats / batch
             flops += count * 2.0 * fan_in * fan_out
-    return flops, seconds
+    return flops, sum(phases.values()), phases
+
+
+def phase_times(trainer, loader, windows, steps):
+    """Median seconds per step of the real step's phases over `windows` windows of `steps`
+    steps: the episode's forward (trainer.net) and the optimiser update are clocked by
+    wrapping them; the backward pass (with clear_grad) is the rest of Trainer.train_step."""
+    clocks = {}
+
+    def clocked(name, fn):
+        def run(*args, **kwargs):
+            tic = time.perf_counter()
+            out = fn(*args, **kwargs)
+            clocks[name] += time.perf_counter() - tic
+            return out
+        return run
+
+    net, optimizer = trainer.net, trainer.optimizer
+    net.forward = clocked("forward", net.forward)            # instance attributes shadow
+    optimizer.step = clocked("optimizer", optimizer.step)    # the methods, until deleted
+    try:
+        trainer.model.train()
+        data = [batch for batch, _ in zip(loader, range(steps))]
+        per_window = []
+        for _ in range(windows + 1):  # the first is warm-up
+            clocks.update(forward=0.0, optimizer=0.0)
+            tic = time.perf_counter()
+            for x, y in data:
+                ep = trainer.train_step(x, y)
+            ep.loss.item()
+            total = time.perf_counter() - tic
+            per_window.append({"forward": clocks["forward"] / len(data),
+                               "optimizer": clocks["optimizer"] / len(data),
+                               "backward": (total - clocks["forward"] - clocks["optimizer"])
+                               / len(data)})
+    finally:
+        del net.forward, optimizer.step
+    return {k: statistics.median(w[k] for w in per_window[1:]) for k in per_window[0]}
 
 
 def throughput(trainer, loader, windows, steps, paths=("real",)):
@@ -160,6 +202,9 @@ def main():
                         "and print the ratio")
     p.add_argument("--static", action="store_true",
                    help="time the episode compiled by paddle.jit.to_static instead")
+    p.add_argument("--parts", action="store_true",
+                   help="also time the real step's forward, backward and optimiser apart, "
+                        "each beside its share of the GEMM floor")
     p.add_argument("--profile", action="store_true",
                    help="also print the per-operator time table of --steps steps")
     args = p.parse_args()
@@ -184,12 +229,19 @@ def main():
         rate, rates = timed["real"]
         if args.profile:
             profile(trainer, train, args.steps)
-        flops, floor_s = gemm_floor(config, bs)
+        flops, floor_s, floor_phases = gemm_floor(config, bs)
         results[bs] = rate
         print(f"batch {bs}: {rate:,.0f} samples/s (median; windows "
               f"{', '.join(f'{r:,.0f}' for r in rates)}) | GEMMs {flops / 1e6:.2f} MFLOP/sample "
               f"at {flops / floor_s / 1e9:.1f} GFLOP/s alone -> floor {1 / floor_s:,.0f} samples/s"
               f" | step at {rate * floor_s:.2f} of the floor ({1 / (rate * floor_s):.2f}x slower)")
+        if args.parts and not args.static:
+            ms = {k: 1e3 * v for k, v in phase_times(trainer, train, args.windows,
+                                                      args.steps).items()}
+            fl = {k: 1e3 * bs * v for k, v in floor_phases.items()}
+            print(f"batch {bs}, ms per step: forward {ms['forward']:.2f} (GEMM floor "
+                  f"{fl['forward']:.2f}), backward {ms['backward']:.2f} (GEMM floor "
+                  f"{fl['backward']:.2f}), optimiser {ms['optimizer']:.2f} (no GEMMs)")
         if "plain" in timed:
             plain, plain_rates = timed["plain"]
             print(f"batch {bs}, plain autograd episode: {plain:,.0f} samples/s (median; windows "

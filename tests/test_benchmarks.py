@@ -9,10 +9,10 @@ from _util import cli_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_train_speed_prints_rates_floor_and_the_plain_ratio(tiny_data):
+def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--batch_sizes", "16",
-         "--windows", "2", "--steps", "2", "--plain", "--data_dir", str(tiny_data)],
+         "--windows", "2", "--steps", "2", "--plain", "--parts", "--data_dir", str(tiny_data)],
         env=cli_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.strip().splitlines()
@@ -20,3 +20,6 @@ def test_train_speed_prints_rates_floor_and_the_plain_ratio(tiny_data):
     assert any(re.match(r"batch 16: [\d,]+ samples/s .* floor [\d,]+ samples/s", l) for l in lines)
     assert any(re.match(r"batch 16, plain autograd episode: [\d,]+ samples/s .* [\d.]+x faster", l)
                for l in lines), res.stdout
+    assert any(re.fullmatch(r"batch 16, ms per step: forward [\d.]+ \(GEMM floor [\d.]+\), "
+                            r"backward [\d.]+ \(GEMM floor [\d.]+\), optimiser [\d.]+ "
+                            r"\(no GEMMs\)", l) for l in lines), res.stdout
