@@ -23,3 +23,26 @@ def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
     assert any(re.fullmatch(r"batch 16, ms per step: forward [\d.]+ \(GEMM floor [\d.]+\), "
                             r"backward [\d.]+ \(GEMM floor [\d.]+\), optimiser [\d.]+ "
                             r"\(no GEMMs\)", l) for l in lines), res.stdout
+
+
+def test_time_to_accuracy_reads_every_epoch_checkpoint_and_the_log(tiny_run, tiny_data):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--ckpt_dir",
+         str(tiny_run.ckpt_dir), "--name", "ram_2_8x8_1", "--log",
+         str(tiny_run.logs_dir / "ram_2_8x8_1.log"), "--passes", "2", "--target_err", "100",
+         "--data_dir", str(tiny_data), "--batch_size", "32"],
+        env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) min \|$", res.stdout, re.M)
+    assert [(e, s) for e, s, _, _ in rows] == [("1", "0.02"), ("2", "0.02")], res.stdout
+    assert res.stdout.strip().endswith("epoch 1, " + rows[0][3] + " min")
+
+
+def test_time_to_accuracy_without_checkpoints_is_one_line(tmp_path):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--ckpt_dir",
+         str(tmp_path)], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: no epoch checkpoints ram_6_8x8_1_ckpt<N>.pdparams in {tmp_path}; point "
+        "--ckpt_dir at a training run's ckpt/"]

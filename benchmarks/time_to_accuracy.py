@@ -1,0 +1,115 @@
+"""Time to accuracy as testing measures it: when did a training run first reach a validation
+error at or under a target, with one fixation sample per image at the test-time std?
+
+    python benchmarks/time_to_accuracy.py [--ckpt_dir ckpt] [--name ram_6_8x8_1]
+                                          [--log logs/ram_6_8x8_1.log] [--target_err 1.12]
+                                          [--passes 5]
+
+The error in the training log is measured at the training std: it drives the lr schedule and
+picks the best checkpoint. Testing with M = 1 samples at the checkpoint's --eval_std instead,
+where the same weights err less. This evaluates every epoch checkpoint the run saved (one per
+--save_freq epochs) on its own validation split at that std, as the mean of --passes passes
+(seeds 1..passes), prints each beside the wall time the log gives for that epoch, and ends
+with the first epoch at or under --target_err (so the answer is exact to --save_freq epochs).
+"""
+import argparse
+import glob
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from utils import tune_cpu_env  # noqa: E402
+
+tune_cpu_env()  # before Paddle loads, exactly as main.py
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message="No ccache found")
+
+import paddle  # noqa: E402
+
+import data_loader  # noqa: E402
+from trainer import load_checkpoint_file, load_model, rollout_loss  # noqa: E402
+from utils import RamError, set_seed  # noqa: E402
+
+
+def log_minutes(path):
+    """{epoch: the log's running total in minutes}; a resumed run's later lines win."""
+    minutes = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"epoch (\d+)/\d+ .*total ([\d.]+) min", line)
+            if m:
+                minutes[int(m.group(1))] = float(m.group(2))
+    return minutes
+
+
+@paddle.no_grad()
+def valid_error(model, config, loader, passes):
+    """Validation error (%) with M = 1 at the model's std, mean over seeds 1..passes."""
+    correct = paddle.zeros([])
+    for seed in range(1, passes + 1):
+        set_seed(seed)
+        for x, y in loader:
+            correct += rollout_loss(model, x, y, config.num_glimpses).correct
+    return 100.0 - 100.0 * float(correct) / (loader.num_samples * passes)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt_dir", default=os.path.join(ROOT, "ckpt"))
+    p.add_argument("--name", default="ram_6_8x8_1", help="the run's model name")
+    p.add_argument("--log", default=None, help="its training log (default: logs/<name>.log)")
+    p.add_argument("--target_err", type=float, default=1.12)
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
+    p.add_argument("--batch_size", type=int, default=1000)
+    args = p.parse_args(argv)
+    if args.passes < 1:
+        p.error("--passes must be >= 1")
+    log = args.log or os.path.join(ROOT, "logs", args.name + ".log")
+    files = glob.glob(os.path.join(args.ckpt_dir, args.name + "_ckpt*.pdparams"))
+    epochs = sorted(int(re.search(r"_ckpt(\d+)\.pdparams$", f).group(1)) for f in files)
+    try:
+        if not epochs:
+            raise RamError(f"no epoch checkpoints {args.name}_ckpt<N>.pdparams in "
+                           f"{args.ckpt_dir}; point --ckpt_dir at a training run's ckpt/")
+        if not os.path.exists(log):
+            raise RamError(f"no training log {log}; pass the run's log with --log")
+        minutes = log_minutes(log)
+        loader = std = None
+        print(f"validation error (%) at M = 1, mean of {args.passes} passes, per epoch "
+              f"checkpoint of {args.name}\n")
+        print("| epoch | std | valid error | wall time (log) |\n| --: | --: | --: | --: |")
+        first = None
+        for epoch in epochs:
+            path = os.path.join(args.ckpt_dir, f"{args.name}_ckpt{epoch}.pdparams")
+            model, config = load_model(path)
+            if loader is None:  # the run's own split, from the flags the checkpoint stores
+                stored = load_checkpoint_file(path).get("config") or {}
+                _, loader = data_loader.get_train_valid_loader(
+                    args.data_dir, args.batch_size, stored.get("random_seed", 1),
+                    stored.get("valid_size", 0.1), stored.get("shuffle", True),
+                    dataset=config.dataset, canvas=config.canvas, clutter=config.clutter)
+            std = model.locator.std
+            err = valid_error(model, config, loader, args.passes)
+            wall = f"{minutes[epoch]:.1f} min" if epoch in minutes else "?"
+            print(f"| {epoch} | {std:g} | {err:.2f} | {wall} |", flush=True)
+            if first is None and round(err, 2) <= args.target_err:  # as printed, as logs
+                first = (epoch, wall)
+        if first:
+            print(f"\nfirst at or under {args.target_err}%: epoch {first[0]}, {first[1]}")
+        else:
+            print(f"\nnever at or under {args.target_err}% in these checkpoints")
+    except RamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
