@@ -311,7 +311,7 @@ def load_model_state(model, state, path, name):
 
 
 def saved_eval_std(state):
-    """The policy std a checkpoint was validated at and is tested at (--eval_std), or None
+    """The policy std that testing a checkpoint with M = 1 samples at (--eval_std), or None
     for files that predate the flag (and the reference's): those use their training std."""
     std = state.get("eval_std")
     return None if std is None else float(std)
@@ -391,9 +391,10 @@ class Trainer:
     config, rng_state, std, eval_std}; the reference's files (only the first four) load as
     well. `std` is the location policy's std when the file was written (config["std"] is where
     it started, see --std_factor), which validation samples at; `eval_std` the std that
-    testing the file samples at with M = 1 (files without one use `std`). With --ema_decay, model_state holds the averaged
-    weights (those that validation measured and that testing uses) and two more keys hold
-    what resuming needs: raw_state, the optimiser's own weights, and ema_steps.
+    testing the file with M = 1 samples at (files without one use `std`). With --ema_decay,
+    model_state holds the averaged weights (those that validation measured and that testing
+    uses) and two more keys hold what resuming needs: raw_state, the optimiser's own weights,
+    and ema_steps.
 
     Started by paddle.distributed.launch, every process builds a Trainer: the training step
     runs under paddle.DataParallel, metrics are summed over the ranks, and only rank 0 logs
@@ -552,9 +553,9 @@ class Trainer:
         return rollout_loss(self.model, x, y, c.num_glimpses, M, c.reinforce_weight)
 
     def policy_std(self, M=1):
-        """The policy std that validation and test sample fixations at: the eval std for one
-        sample per image, the best single guess; M > 1 samples average over the trained
-        policy itself, which needs its spread (the training std: M = 10 errs more at 0.02)."""
+        """The policy std that testing samples fixations at: the eval std for one sample
+        per image, the best single guess; M > 1 samples average over the trained policy
+        itself, which needs its spread (the training std: M = 10 errs more at 0.02)."""
         return self.model.locator.std if M > 1 or self.eval_std is None else self.eval_std
 
     @paddle.no_grad()
@@ -675,14 +676,14 @@ class Trainer:
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
                 with self.ema.applied() if self.ema else contextlib.nullcontext():
-                    # At the training std, not the test's --eval_std: validating the policy
-                    # as it explores picked the better model (README, runs W and X).
+                    # At the epoch's training std, not the test's --eval_std: validating
+                    # at the latter gave no better model (README, run X).
                     val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes, std)
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
-                    # Exploration shrinks with the step size, so late training and testing
-                    # see steadier fixations. (On MNIST this did not lower the M=1 error:
-                    # README, tuning runs H and I.)
+                    # Exploration shrinks with the step size, so late training and
+                    # validation see steadier fixations. (On MNIST this did not lower the
+                    # M=1 error: README, tuning runs H and I.)
                     self.model.locator.std *= c.std_factor
                 secs = time.time() - tic
                 self.epoch += 1
