@@ -26,6 +26,7 @@ import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 from tqdm import tqdm
 
+import data_loader
 from config import EVAL_STD, check_config, get_config
 from model import RecurrentAttention
 from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, get_logger,
@@ -330,6 +331,19 @@ def load_model(path):
     model.locator.std = saved_eval_std(state) or model.locator.std
     model.eval()
     return model, config
+
+
+def validation_loader(path, config, data_dir, batch_size):
+    """The validation split the checkpoint at `path` was trained against: the seed, size and
+    shuffle flag its stored config holds (config.py's defaults for files without one), the
+    dataset of `config` (load_model's)."""
+    stored = load_checkpoint_file(path).get("config") or {}
+    defaults = get_config([])
+    _, loader = data_loader.get_train_valid_loader(
+        data_dir, batch_size, stored.get("random_seed", defaults.random_seed),
+        stored.get("valid_size", defaults.valid_size), stored.get("shuffle", defaults.shuffle),
+        dataset=config.dataset, canvas=config.canvas, clutter=config.clutter)
+    return loader
 
 
 def _rename_optim_keys(optim_state, rename):

@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore", message="No ccache found")
 import paddle  # noqa: E402
 
 import data_loader  # noqa: E402
-from trainer import load_model, rollout_loss  # noqa: E402
+from trainer import load_model, rollout_loss, validation_loader  # noqa: E402
 from utils import RamError, set_seed  # noqa: E402
 
 
@@ -72,10 +72,7 @@ def main(argv=None):
                 loader = data_loader.get_test_loader(args.data_dir, args.batch_size,
                                                      config.dataset, config.canvas, config.clutter)
             else:
-                _, loader = data_loader.get_train_valid_loader(
-                    args.data_dir, args.batch_size, config.random_seed, config.valid_size,
-                    config.shuffle, dataset=config.dataset, canvas=config.canvas,
-                    clutter=config.clutter)
+                loader = validation_loader(path, config, args.data_dir, args.batch_size)
             for std in [own] + [s for s in args.stds if s != own]:
                 model.locator.std = std
                 cells = []

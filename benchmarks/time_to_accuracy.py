@@ -31,8 +31,7 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import paddle  # noqa: E402
 
-import data_loader  # noqa: E402
-from trainer import load_checkpoint_file, load_model, rollout_loss  # noqa: E402
+from trainer import load_model, rollout_loss, validation_loader  # noqa: E402
 from utils import RamError, set_seed  # noqa: E402
 
 
@@ -89,12 +88,8 @@ def main(argv=None):
         for epoch in epochs:
             path = os.path.join(args.ckpt_dir, f"{args.name}_ckpt{epoch}.pdparams")
             model, config = load_model(path)
-            if loader is None:  # the run's own split, from the flags the checkpoint stores
-                stored = load_checkpoint_file(path).get("config") or {}
-                _, loader = data_loader.get_train_valid_loader(
-                    args.data_dir, args.batch_size, stored.get("random_seed", 1),
-                    stored.get("valid_size", 0.1), stored.get("shuffle", True),
-                    dataset=config.dataset, canvas=config.canvas, clutter=config.clutter)
+            if loader is None:  # the run's own split
+                loader = validation_loader(path, config, args.data_dir, args.batch_size)
             std = model.locator.std
             err = valid_error(model, config, loader, args.passes)
             wall = f"{minutes[epoch]:.1f} min" if epoch in minutes else "?"

@@ -101,3 +101,20 @@ def test_eval_noise_sweeps_stds_on_the_validation_split(tiny_run, tiny_data):
     for r in rows:  # M = 1 and M = 10 cells: mean (min-max) over the two seeds
         cells = [c.strip() for c in r.split("|")[3:5]]
         assert all(c.count("(") == 1 and c.endswith(")") for c in cells), r
+
+
+def test_validation_loader_uses_the_split_the_checkpoint_stores(tiny_run, tiny_data, tmp_path):
+    """A run trained with --random_seed 3 --valid_size 0.2 is scored on its own held-out
+    images, not on those of config.py's defaults."""
+    from data_loader import load_mnist, split_indices
+    from trainer import load_model, validation_loader
+    state = paddle.load(str(tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"))
+    state["config"].update(random_seed=3, valid_size=0.2)
+    path = str(tmp_path / "seed3.pdparams")
+    paddle.save(state, path)
+    loader = validation_loader(path, load_model(path)[1], str(tiny_data), 1000)
+    _, labels = load_mnist(str(tiny_data), "train")
+    _, valid_idx = split_indices(len(labels), 0.2, 3)
+    (_, y), = list(loader)
+    assert loader.num_samples == len(valid_idx) == 120
+    np.testing.assert_array_equal(y.numpy(), labels[valid_idx])
