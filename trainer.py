@@ -30,7 +30,7 @@ import data_loader
 from config import EVAL_STD, check_config, get_config
 from model import RecurrentAttention
 from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, get_logger,
-                   init_distributed, model_name)
+                   init_distributed, model_name, set_seed)
 
 
 class Episode(NamedTuple):
@@ -331,6 +331,18 @@ def load_model(path):
     model.locator.std = saved_eval_std(state) or model.locator.std
     model.eval()
     return model, config
+
+
+@paddle.no_grad()
+def error_rate(model, loader, num_glimpses, M=1, seed=None):
+    """Error (%) of `model` over a loader, M samples per image at the policy's current std;
+    `seed`, if given, seeds the location noise first."""
+    if seed is not None:
+        set_seed(seed)
+    correct = paddle.zeros([])
+    for x, y in loader:
+        correct += rollout_loss(model, x, y, num_glimpses, M).correct
+    return 100.0 - 100.0 * float(correct) / loader.num_samples
 
 
 def validation_loader(path, config, data_dir, batch_size):

@@ -28,21 +28,9 @@ import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No ccache found")
 
-import paddle  # noqa: E402
-
 import data_loader  # noqa: E402
-from trainer import load_model, rollout_loss, validation_loader  # noqa: E402
-from utils import RamError, set_seed  # noqa: E402
-
-
-@paddle.no_grad()
-def error(model, config, loader, seed, M):
-    """Error (%) with M samples per image; `seed` seeds the location noise."""
-    set_seed(seed)
-    correct = paddle.zeros([])
-    for x, y in loader:
-        correct += rollout_loss(model, x, y, config.num_glimpses, M).correct
-    return 100.0 - 100.0 * float(correct) / loader.num_samples
+from trainer import error_rate, load_model, validation_loader  # noqa: E402
+from utils import RamError  # noqa: E402
 
 
 def main(argv=None):
@@ -77,7 +65,8 @@ def main(argv=None):
                 model.locator.std = std
                 cells = []
                 for M in (1, 10):
-                    errs = [error(model, config, loader, s, M) for s in args.seeds]
+                    errs = [error_rate(model, loader, config.num_glimpses, M, s)
+                            for s in args.seeds]
                     cells.append(f"{sum(errs) / len(errs):.2f} ({min(errs):.2f}-{max(errs):.2f})")
                 own_mark = " (saved)" if std == own else ""
                 print(f"| {os.path.basename(path)} | {std:g}{own_mark} | " + " | ".join(cells)

@@ -29,10 +29,8 @@ import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="No ccache found")
 
-import paddle  # noqa: E402
-
-from trainer import load_model, rollout_loss, validation_loader  # noqa: E402
-from utils import RamError, set_seed  # noqa: E402
+from trainer import error_rate, load_model, validation_loader  # noqa: E402
+from utils import RamError  # noqa: E402
 
 
 def log_minutes(path):
@@ -44,17 +42,6 @@ def log_minutes(path):
             if m:
                 minutes[int(m.group(1))] = float(m.group(2))
     return minutes
-
-
-@paddle.no_grad()
-def valid_error(model, config, loader, passes):
-    """Validation error (%) with M = 1 at the model's std, mean over seeds 1..passes."""
-    correct = paddle.zeros([])
-    for seed in range(1, passes + 1):
-        set_seed(seed)
-        for x, y in loader:
-            correct += rollout_loss(model, x, y, config.num_glimpses).correct
-    return 100.0 - 100.0 * float(correct) / (loader.num_samples * passes)
 
 
 def main(argv=None):
@@ -80,7 +67,7 @@ def main(argv=None):
         if not os.path.exists(log):
             raise RamError(f"no training log {log}; pass the run's log with --log")
         minutes = log_minutes(log)
-        loader = std = None
+        loader = None
         print(f"validation error (%) at M = 1, mean of {args.passes} passes, per epoch "
               f"checkpoint of {args.name}\n")
         print("| epoch | std | valid error | wall time (log) |\n| --: | --: | --: | --: |")
@@ -91,7 +78,8 @@ def main(argv=None):
             if loader is None:  # the run's own split
                 loader = validation_loader(path, config, args.data_dir, args.batch_size)
             std = model.locator.std
-            err = valid_error(model, config, loader, args.passes)
+            err = sum(error_rate(model, loader, config.num_glimpses, seed=s)  # seeds 1..passes
+                      for s in range(1, args.passes + 1)) / args.passes
             wall = f"{minutes[epoch]:.1f} min" if epoch in minutes else "?"
             print(f"| {epoch} | {std:g} | {err:.2f} | {wall} |", flush=True)
             if first is None and round(err, 2) <= args.target_err:  # as printed, as logs

@@ -76,7 +76,7 @@ def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
     assert model.locator.std == 0.1 and loss == pytest.approx(expect, rel=1e-6)
 
 
-def test_a_fresh_run_validates_at_the_default_eval_std(tmp_path):
+def test_a_fresh_run_tests_at_the_default_eval_std(tmp_path):
     trainer, _ = trainer_and_loader(tmp_path)
     assert trainer.eval_std == EVAL_STD == trainer.config.eval_std
     assert trainer.policy_std(1) == EVAL_STD and trainer.policy_std(10) == 0.1
