@@ -100,8 +100,9 @@ class _FusedEpisode(PyLayer):
     GEMM). The backward pass is plain BPTT, but every weight gradient is one GEMM over all T
     glimpses ([T*B, in]^T @ [T*B, out]) instead of T small ones plus T accumulations, and no
     autograd graph is recorded: ~250 eager ops per step instead of ~550 with their grad nodes.
-    Only valid for the default routing (the locator and baseline read a detached h_t), which
-    `can_fuse` checks.
+    Both routings of the REINFORCE gradient: the reference's (the locator reads a detached
+    h_t) and --reinforce_core's (it reads h_t itself, so the gradient also enters BPTT at
+    every glimpse). The baseline always reads a detached h_t.
     """
 
     @staticmethod
@@ -141,6 +142,7 @@ class _FusedEpisode(PyLayer):
         log_probas = F.log_softmax(paddle.addmm(bc, h_t, Wc), axis=1)            # [B, classes]
         loss, correct, R = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight)
         ctx.std, ctx.weight, ctx.params, ctx.stacked = std, reinforce_weight, params, S
+        ctx.into_core = not model.locator.detach
         ctx.save_for_backward(y, log_probas, baselines, R)
         n_correct, locs = correct.sum(), S["loc"]
         ctx.mark_non_differentiable(n_correct, log_probas, locs)
@@ -176,10 +178,14 @@ class _FusedEpisode(PyLayer):
         dWl, dbl = wgrad(S["u"], d_z), bgrad(d_z)
         d_u = _relu_mask(paddle.matmul(d_z, Wl, transpose_y=True), S["u"])       # [T, B, hid/2]
         dWf, dbf = wgrad(S["h"], d_u), bgrad(d_u)
+        # --reinforce_core: what REINFORCE sends into each h_t, for all glimpses at once.
+        d_h_loc = paddle.matmul(d_u, Wf, transpose_y=True) if ctx.into_core else None  # [T, B, hid]
         # Core RNN, backwards in time from the classifier's gradient at h_T.
         d_h = paddle.matmul(d_logits, Wc, transpose_y=True)                      # [B, hid]
         d_pre = [None] * T
         for t in range(T - 1, -1, -1):
+            if d_h_loc is not None:
+                d_h = d_h + d_h_loc[t]
             d_pre[t] = _relu_mask(d_h, S["h"][t])
             if t:
                 d_h = paddle.matmul(d_pre[t], Wh, transpose_y=True)
@@ -207,11 +213,6 @@ def fused_parameters(model):
     return [p for layer in layers for p in (layer.weight, layer.bias)]
 
 
-def can_fuse(model):
-    """The fused episode covers the default routing: REINFORCE and the baseline stop at h_t."""
-    return model.locator.detach
-
-
 def fused_rollout_loss(model, x, y, num_glimpses, reinforce_weight=0.01, l_0=None, noise=None):
     """rollout_loss(model, x, y, num_glimpses, 1, reinforce_weight, l_0, noise) for training:
     the same Episode and the same gradients (to float rounding), faster (see _FusedEpisode).
@@ -232,14 +233,16 @@ class EpisodeLayer(nn.Layer):
 
     paddle.DataParallel arms its gradient all-reduce in its forward, once per backward; the
     model's own forward is a single glimpse, called T times per episode, so the episode has
-    to be the forward of the layer that DataParallel wraps.
+    to be the forward of the layer that DataParallel wraps. `fused` picks the hand-written
+    gradient of _FusedEpisode (what training runs) or Paddle's autograd through
+    rollout_loss (the plain episode that tests and `train_speed.py --plain` compare it with).
     """
 
-    def __init__(self, model, num_glimpses, reinforce_weight, fused=None):
+    def __init__(self, model, num_glimpses, reinforce_weight, fused=True):
         super().__init__()
         self.model = model
         self.num_glimpses, self.reinforce_weight = num_glimpses, reinforce_weight
-        self.fused = can_fuse(model) if fused is None else fused
+        self.fused = fused
 
     def forward(self, x, y, l_0=None, noise=None):
         episode = fused_rollout_loss if self.fused else partial(rollout_loss, M=1)

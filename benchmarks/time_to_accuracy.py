@@ -3,7 +3,7 @@ error at or under a target, with one fixation sample per image at the test-time 
 
     python benchmarks/time_to_accuracy.py [--ckpt_dir ckpt] [--name ram_6_8x8_1]
                                           [--log logs/ram_6_8x8_1.log] [--target_err 1.12]
-                                          [--passes 5]
+                                          [--passes 5] [--eval_std S]
 
 The error in the training log is measured at the training std: it drives the lr schedule and
 picks the best checkpoint. Testing with M = 1 samples at the checkpoint's --eval_std instead,
@@ -54,9 +54,14 @@ def main(argv=None):
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
     p.add_argument("--batch_size", type=int, default=1000)
+    p.add_argument("--eval_std", type=float, default=None,
+                   help="evaluate at this std instead of each checkpoint's eval std (e.g. "
+                        "0.02 for runs whose checkpoints predate --eval_std and so store none)")
     args = p.parse_args(argv)
     if args.passes < 1:
         p.error("--passes must be >= 1")
+    if args.eval_std is not None and args.eval_std <= 0:
+        p.error("--eval_std must be > 0")
     log = args.log or os.path.join(ROOT, "logs", args.name + ".log")
     files = glob.glob(os.path.join(args.ckpt_dir, args.name + "_ckpt*.pdparams"))
     epochs = sorted(int(re.search(r"_ckpt(\d+)\.pdparams$", f).group(1)) for f in files)
@@ -77,6 +82,8 @@ def main(argv=None):
             model, config = load_model(path)
             if loader is None:  # the run's own split
                 loader = validation_loader(path, config, args.data_dir, args.batch_size)
+            if args.eval_std is not None:
+                model.locator.std = args.eval_std
             std = model.locator.std
             err = sum(error_rate(model, loader, config.num_glimpses, seed=s)  # seeds 1..passes
                       for s in range(1, args.passes + 1)) / args.passes

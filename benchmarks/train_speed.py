@@ -6,9 +6,10 @@ GEMM floor of this machine for the same shapes.
 
 For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
 batches and report the median samples/s (`--plain` then times the plain autograd
-episode as well, for the ratio). Then time Paddle's matmul alone on every GEMM one
-training step performs (forward, weight gradient, input gradient) and print the implied
-floor: FLOPs per sample / matmul rate. `--static` times the same episode compiled by
+episode as well, for the ratio). After each window of the real step, time Paddle's matmul
+alone on every GEMM one training step performs (forward, weight gradient, input gradient):
+the implied floor is FLOPs per sample / matmul rate, and the step's distance from it is the
+median of the windows' ratios, each window beside its own floor. `--static` times the same episode compiled by
 paddle.jit.to_static (after checking that one step gives the eager loss), an experiment, not
 what main.py runs; try it with MKL_NUM_THREADS=1, which leaves the cores to Paddle's
 multi-threaded static-graph interpreter. `--parts` splits the real step's time into the
@@ -23,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -60,27 +62,34 @@ def gemms(config):
     return out
 
 
-def gemm_floor(config, batch, repeats=50):
-    """(FLOPs per image, seconds per image, {phase: seconds per image}) of the step's GEMMs
-    run alone, back to back; the phases are the forward pass and the backward pass."""
-    flops, phases = 0.0, {"forward": 0.0, "backward": 0.0}
-    for fan_in, fan_out, count, input_grad in gemms(config):
-        a = paddle.randn([batch, fan_in])
-        w = paddle.randn([fan_in, fan_out])
-        g = paddle.randn([batch, fan_out])
-        ops = [("forward", lambda: paddle.matmul(a, w)),
-               ("backward", lambda: paddle.matmul(a, g, transpose_x=True))]
-        if input_grad:
-            ops.append(("backward", lambda: paddle.matmul(g, w, transpose_y=True)))
-        for phase, op in ops:
+class GemmFloor:
+    """Paddle's matmul alone on every GEMM of one training step (gemms), on operands made
+    once, back to back: the floor a step of `batch` images could reach on this machine."""
+
+    def __init__(self, config, batch):
+        self.batch, self.flops, self.ops = batch, 0.0, []
+        for fan_in, fan_out, count, input_grad in gemms(config):
+            a = paddle.randn([batch, fan_in])
+            w = paddle.randn([fan_in, fan_out])
+            g = paddle.randn([batch, fan_out])
+            self.ops += [("forward", count, partial(paddle.matmul, a, w)),
+                         ("backward", count, partial(paddle.matmul, a, g, transpose_x=True))]
+            if input_grad:
+                self.ops.append(("backward", count, partial(paddle.matmul, g, w,
+                                                            transpose_y=True)))
+            self.flops += count * 2.0 * fan_in * fan_out * (3 if input_grad else 2)
+
+    def time(self, repeats=50):
+        """(seconds per image, {"forward"/"backward": seconds per image}), timed now."""
+        phases = {"forward": 0.0, "backward": 0.0}
+        for phase, count, op in self.ops:
             for _ in range(5):
                 op()
             tic = time.perf_counter()
             for _ in range(repeats):
                 op()
-            phases[phase] += count * (time.perf_counter() - tic) / repeats / batch
-            flops += count * 2.0 * fan_in * fan_out
-    return flops, sum(phases.values()), phases
+            phases[phase] += count * (time.perf_counter() - tic) / repeats / self.batch
+        return sum(phases.values()), phases
 
 
 def phase_times(trainer, loader, windows, steps):
@@ -120,14 +129,18 @@ def phase_times(trainer, loader, windows, steps):
     return {k: statistics.median(w[k] for w in per_window[1:]) for k in per_window[0]}
 
 
-def throughput(trainer, loader, windows, steps, paths=("real",)):
-    """Median samples/s of each path over `windows` timed windows of `steps` training steps.
+def throughput(trainer, loader, windows, steps, floor, paths=("real",)):
+    """Median samples/s of each path over `windows` timed windows of `steps` training steps,
+    and the GEMM floor (GemmFloor.time) timed right after each window of the real path.
 
-    Paths: "real" is Trainer.train_step as main.py runs it (the fused episode where it
-    applies); "plain" is the same step with the episode under Paddle's autograd
+    Paths: "real" is Trainer.train_step as main.py runs it (the fused episode); "plain" is the same step with the episode under Paddle's autograd
     (rollout_loss). The real step's windows come first: once the plain episode has run, the
     fused one runs slower in the same process (the allocator's state, it seems), so
-    alternating windows would understate it.
+    alternating windows would understate it. Timing the floor beside each window is what
+    makes their ratio stable: this shared machine's speed drifts by tens of percent within
+    minutes, and a floor timed once, after all the windows, drifts apart from them.
+    Returns {path: (median rate, [rate per window])} and [(floor seconds per image,
+    phases)] per real window.
     """
     trainer.model.train()
     batches = iter(loader)
@@ -146,7 +159,7 @@ def throughput(trainer, loader, windows, steps, paths=("real",)):
             batches = iter(loader)
             return next(batches)
 
-    rates = {p: [] for p in paths}
+    rates, floors = {p: [] for p in paths}, []
     for path in paths:
         choose(path)
         for _ in range(steps):  # warm-up
@@ -158,8 +171,10 @@ def throughput(trainer, loader, windows, steps, paths=("real",)):
                 ep = trainer.train_step(x, y)
             ep.loss.item()  # wait for the device before stopping the clock
             rates[path].append(sum(x.shape[0] for x, _ in data) / (time.perf_counter() - tic))
+            if path == "real":
+                floors.append(floor.time())
     choose("real")
-    return {p: (statistics.median(r), r) for p, r in rates.items()}
+    return {p: (statistics.median(r), r) for p, r in rates.items()}, floors
 
 
 def compile_episode(trainer, loader):
@@ -225,16 +240,21 @@ def main():
         if args.static:
             compile_episode(trainer, train)
         paths = ("real", "plain") if args.plain and not args.static else ("real",)
-        timed = throughput(trainer, train, args.windows, args.steps, paths)
+        floor = GemmFloor(config, bs)
+        timed, floors = throughput(trainer, train, args.windows, args.steps, floor, paths)
         rate, rates = timed["real"]
         if args.profile:
             profile(trainer, train, args.steps)
-        flops, floor_s, floor_phases = gemm_floor(config, bs)
+        floor_s = statistics.median(f for f, _ in floors)
+        floor_phases = {k: statistics.median(p[k] for _, p in floors) for k in floors[0][1]}
+        slower = sorted(1 / (r * f) for r, (f, _) in zip(rates, floors))  # per window
         results[bs] = rate
         print(f"batch {bs}: {rate:,.0f} samples/s (median; windows "
-              f"{', '.join(f'{r:,.0f}' for r in rates)}) | GEMMs {flops / 1e6:.2f} MFLOP/sample "
-              f"at {flops / floor_s / 1e9:.1f} GFLOP/s alone -> floor {1 / floor_s:,.0f} samples/s"
-              f" | step at {rate * floor_s:.2f} of the floor ({1 / (rate * floor_s):.2f}x slower)")
+              f"{', '.join(f'{r:,.0f}' for r in rates)}) | GEMMs {floor.flops / 1e6:.2f} "
+              f"MFLOP/sample at {floor.flops / floor_s / 1e9:.1f} GFLOP/s alone -> floor "
+              f"{1 / floor_s:,.0f} samples/s (median, timed after each window) | step "
+              f"{statistics.median(slower):.2f}x slower than the floor (median of the windows' "
+              f"ratios; {slower[0]:.2f}-{slower[-1]:.2f})")
         if args.parts and not args.static:
             ms = {k: 1e3 * v for k, v in phase_times(trainer, train, args.windows,
                                                       args.steps).items()}

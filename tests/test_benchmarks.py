@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from _util import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +19,9 @@ def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.strip().splitlines()
     assert re.fullmatch(r"samples/s: \d+", lines[-1]), lines[-1]
-    assert any(re.match(r"batch 16: [\d,]+ samples/s .* floor [\d,]+ samples/s", l) for l in lines)
+    assert any(re.match(r"batch 16: [\d,]+ samples/s .* floor [\d,]+ samples/s \(median, timed "
+                        r"after each window\) \| step [\d.]+x slower than the floor \(median of "
+                        r"the windows' ratios; [\d.]+-[\d.]+\)$", l) for l in lines), res.stdout
     assert any(re.match(r"batch 16, plain autograd episode: [\d,]+ samples/s .* [\d.]+x faster", l)
                for l in lines), res.stdout
     assert any(re.fullmatch(r"batch 16, ms per step: forward [\d.]+ \(GEMM floor [\d.]+\), "
@@ -25,16 +29,19 @@ def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
                             r"\(no GEMMs\)", l) for l in lines), res.stdout
 
 
-def test_time_to_accuracy_reads_every_epoch_checkpoint_and_the_log(tiny_run, tiny_data):
+@pytest.mark.parametrize("flags, std", [([], "0.02"), (["--eval_std", "0.07"], "0.07")])
+def test_time_to_accuracy_reads_every_epoch_checkpoint_and_the_log(tiny_run, tiny_data, flags,
+                                                                   std):
+    """Every epoch checkpoint at the eval std it stores (0.02, the default), or at --eval_std."""
     res = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--ckpt_dir",
          str(tiny_run.ckpt_dir), "--name", "ram_2_8x8_1", "--log",
          str(tiny_run.logs_dir / "ram_2_8x8_1.log"), "--passes", "2", "--target_err", "100",
-         "--data_dir", str(tiny_data), "--batch_size", "32"],
+         "--data_dir", str(tiny_data), "--batch_size", "32"] + flags,
         env=cli_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) min \|$", res.stdout, re.M)
-    assert [(e, s) for e, s, _, _ in rows] == [("1", "0.02"), ("2", "0.02")], res.stdout
+    assert [(e, s) for e, s, _, _ in rows] == [("1", std), ("2", std)], res.stdout
     assert res.stdout.strip().endswith("epoch 1, " + rows[0][3] + " min")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from config import get_config
 from model import RecurrentAttention
-from trainer import EpisodeLayer, Trainer, can_fuse, fused_rollout_loss, rollout_loss
+from trainer import EpisodeLayer, Trainer, fused_rollout_loss, rollout_loss
 
 B, CLASSES, H, W = 12, 10, 20, 20
 
@@ -39,11 +39,14 @@ def episode_and_grads(model, episode, T, weight, x, y, l0, noise):
     return ep, {k: p.grad.numpy().copy() for k, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("g, k, s, T", [(4, 1, 1, 6), (4, 3, 2, 4), (6, 2, 3, 1)])
-def test_fused_episode_equals_the_autograd_episode(g, k, s, T):
+@pytest.mark.parametrize("g, k, s, T, core", [(4, 1, 1, 6, False), (4, 3, 2, 4, False),
+                                              (6, 2, 3, 1, False), (4, 1, 1, 6, True),
+                                              (4, 3, 2, 4, True)])
+def test_fused_episode_equals_the_autograd_episode(g, k, s, T, core):
     """Same fixations and log-probabilities bit for bit, the same loss and correct count, and
-    every parameter's gradient equal to float rounding, for one or several scales and T = 1."""
-    model = make_model(g, k, s, seed=T)
+    every parameter's gradient equal to float rounding, for one or several scales, T = 1, and
+    REINFORCE reaching the core (--reinforce_core) or not."""
+    model = make_model(g, k, s, seed=T, reinforce_core=core)
     batch = make_batch(T, seed=k)
     plain, g_plain = episode_and_grads(model, rollout_loss, T, 0.3, *batch)
     fused, g_fused = episode_and_grads(model, fused_rollout_loss, T, 0.3, *batch)
@@ -93,11 +96,19 @@ def test_training_steps_match(tiny_data, tmp_path):
         np.testing.assert_allclose(weights[True][key], w, rtol=1e-4, atol=1e-6, err_msg=key)
 
 
-def test_reinforce_core_trains_through_autograd():
-    """With --reinforce_core the location network's gradient reaches the core: not fused."""
-    model = make_model(4, 1, 1, reinforce_core=True)
-    assert not can_fuse(model) and not EpisodeLayer(model, 2, 0.01).fused
-    assert can_fuse(make_model(4, 1, 1)) and EpisodeLayer(make_model(4, 1, 1), 2, 0.01).fused
+def test_reinforce_core_changes_the_fused_gradients_of_the_core_only():
+    """The fused episode with --reinforce_core: the same episode, the same gradients for the
+    location network, baseline and classifier, and other ones for the core and glimpse
+    networks (so the routing is not ignored)."""
+    batch = make_batch(4)
+    grads = {}
+    for core in (False, True):
+        model = make_model(4, 1, 1, seed=5, reinforce_core=core)
+        assert EpisodeLayer(model, 4, 0.3).fused
+        _, grads[core] = episode_and_grads(model, fused_rollout_loss, 4, 0.3, *batch)
+    for key, grad in grads[False].items():
+        same = key.startswith(("locator.", "baseliner.", "classifier."))
+        assert np.array_equal(grads[True][key], grad) == same, key
 
 
 def test_relu_mask_without_paddles_kernel_is_the_same(monkeypatch):
