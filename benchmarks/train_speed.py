@@ -5,13 +5,13 @@ GEMM floor of this machine for the same shapes.
                                      [--plain] [--parts] [--profile]
 
 For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
-batches and report the median samples/s (`--plain` then times the plain autograd
-episode as well, for the ratio). After each window of the real step, time Paddle's matmul
-alone on every GEMM one training step performs (forward, weight gradient, input gradient):
-the implied floor is FLOPs per sample / matmul rate, and the step's distance from it is the
-median of the windows' ratios, each window beside its own floor. `--static` times the same episode compiled by
-paddle.jit.to_static (after checking that one step gives the eager loss), an experiment, not
-what main.py runs; try it with MKL_NUM_THREADS=1, which leaves the cores to Paddle's
+batches and report the median samples/s (`--plain` then times the plain autograd episode as
+well, for the ratio). After each window of the real step, time Paddle's matmul alone on every
+GEMM one training step performs (forward, weight gradient, input gradient): the implied floor
+is FLOPs per sample / matmul rate, and the step's distance from it is the median of the
+windows' ratios, each window beside its own floor. `--static` times the same episode compiled
+by paddle.jit.to_static (after checking that one step gives the eager loss), an experiment,
+not what main.py runs; try it with MKL_NUM_THREADS=1, which leaves the cores to Paddle's
 multi-threaded static-graph interpreter. `--parts` splits the real step's time into the
 episode's forward pass, its backward pass and the optimiser, each beside its share of the
 floor. `--profile` adds Paddle's operator table for `--steps` steps (forward ops and their
@@ -133,12 +133,13 @@ def throughput(trainer, loader, windows, steps, floor, paths=("real",)):
     """Median samples/s of each path over `windows` timed windows of `steps` training steps,
     and the GEMM floor (GemmFloor.time) timed right after each window of the real path.
 
-    Paths: "real" is Trainer.train_step as main.py runs it (the fused episode); "plain" is the same step with the episode under Paddle's autograd
-    (rollout_loss). The real step's windows come first: once the plain episode has run, the
-    fused one runs slower in the same process (the allocator's state, it seems), so
-    alternating windows would understate it. Timing the floor beside each window is what
-    makes their ratio stable: this shared machine's speed drifts by tens of percent within
-    minutes, and a floor timed once, after all the windows, drifts apart from them.
+    Paths: "real" is Trainer.train_step as main.py runs it (the fused episode); "plain" is
+    the same step with the episode under Paddle's autograd (rollout_loss). The real step's
+    windows come first: once the plain episode has run, the fused one runs slower in the same
+    process (the allocator's state, it seems), so alternating windows would understate it.
+    The floor is timed beside each window because this shared machine's speed drifts by tens
+    of percent within minutes: a floor timed once, after all the windows, can come from a
+    faster or slower moment than the step it is compared with.
     Returns {path: (median rate, [rate per window])} and [(floor seconds per image,
     phases)] per real window.
     """
