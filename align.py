@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 from config import check_config, parser as ram_parser, str2bool
-from utils import ARCH_KEYS, RamError, model_name
+from utils import ARCH_KEYS, RamError, model_name, one_line_errors
 
 TORCH_MISSING = ("align.py needs PyTorch, which training and testing do not: "
                  "pip install -r requirements-dev.txt")
@@ -589,6 +589,7 @@ def run(args):
     return 0
 
 
+@one_line_errors()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -598,11 +599,7 @@ def main(argv=None):
         return 2
     # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
     warnings.filterwarnings("ignore", message="No ccache found")
-    try:
-        return run(args)
-    except RamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import sys
 import warnings
 
-from utils import RamError, select_device, set_seed, tune_cpu_env
+from utils import one_line_errors, select_device, set_seed, tune_cpu_env
 
 tune_cpu_env()  # before anything imports Paddle: MKL reads its environment once, at load
 # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
@@ -13,27 +13,24 @@ from config import check_config, get_config  # noqa: E402
 from trainer import Trainer  # noqa: E402
 
 
+@one_line_errors()
 def main(argv=None):
     config = get_config(argv)
-    try:
-        notes = check_config(config)
-        device = select_device(config.device, config.use_gpu)
-        set_seed(config.random_seed)
-        trainer = Trainer(config, device)  # joins the process group when launched distributed
-        for note in notes:
-            trainer.logger.info(note)
-        if config.is_train:
-            train, valid = data_loader.get_train_valid_loader(
-                config.data_dir, config.batch_size, config.random_seed, config.valid_size,
-                config.shuffle, config.show_sample and trainer.is_main, config.plot_dir,
-                config.dataset, config.canvas, config.clutter, config.shift)
-            trainer.train(train, valid)
-        else:
-            trainer.test(data_loader.get_test_loader(
-                config.data_dir, config.batch_size, config.dataset, config.canvas, config.clutter))
-    except RamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    notes = check_config(config)
+    device = select_device(config.device, config.use_gpu)
+    set_seed(config.random_seed)
+    trainer = Trainer(config, device)  # joins the process group when launched distributed
+    for note in notes:
+        trainer.logger.info(note)
+    if config.is_train:
+        train, valid = data_loader.get_train_valid_loader(
+            config.data_dir, config.batch_size, config.random_seed, config.valid_size,
+            config.shuffle, config.show_sample and trainer.is_main, config.plot_dir,
+            config.dataset, config.canvas, config.clutter, config.shift)
+        trainer.train(train, valid)
+    else:
+        trainer.test(data_loader.get_test_loader(
+            config.data_dir, config.batch_size, config.dataset, config.canvas, config.clutter))
     return 0
 
 

@@ -42,7 +42,7 @@ import sys
 
 import numpy as np
 
-from utils import RamError
+from utils import RamError, one_line_errors
 
 DPI = 80                 # every figure is saved at this dpi: pixel sizes are deterministic
 PANEL = 2.25             # inches per image in an animation frame (180 px at 80 dpi)
@@ -588,6 +588,7 @@ def build_parser():
     return p
 
 
+@one_line_errors(RamError, FileNotFoundError)
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -597,24 +598,20 @@ def main(argv=None):
                      "--compare")
     if args.frame_ms < 1:
         parser.error(f"--frame_ms must be >= 1 (got {args.frame_ms})")
-    try:
-        if args.curves:
-            stem = os.path.splitext(os.path.basename(args.curves))[0]
-            written = [plot_curves(args.curves,
-                                   args.out or os.path.join("plots", stem + "_curves.png"))]
-        elif args.compare:
-            png, table = compare_runs(args.compare, args.out or os.path.join("plots",
-                                                                              "compare.png"),
-                                      target_err=args.target_err)
-            print(table)
-            written = [png]
-        elif args.ckpt:
-            written = plot_checkpoint(args)
-        else:
-            written = plot_dump(args)
-    except (RamError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.curves:
+        stem = os.path.splitext(os.path.basename(args.curves))[0]
+        written = [plot_curves(args.curves,
+                               args.out or os.path.join("plots", stem + "_curves.png"))]
+    elif args.compare:
+        png, table = compare_runs(args.compare, args.out or os.path.join("plots",
+                                                                          "compare.png"),
+                                  target_err=args.target_err)
+        print(table)
+        written = [png]
+    elif args.ckpt:
+        written = plot_checkpoint(args)
+    else:
+        written = plot_dump(args)
     for path in written:
         print(f"[*] wrote {path}")
     return 0

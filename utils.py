@@ -1,4 +1,5 @@
 """Small shared helpers: errors, names, seeding, device and thread set-up, logging, plots."""
+import functools
 import logging
 import os
 import random
@@ -8,7 +9,25 @@ import numpy as np
 
 
 class RamError(Exception):
-    """A user-facing problem (bad data, checkpoint or config). main.py prints it as one line."""
+    """A user-facing problem (bad data, checkpoint or config). Commands print it as one line
+    (one_line_errors)."""
+
+
+def one_line_errors(*kinds):
+    """Decorate a command's main(): an exception of `kinds` (default: RamError) becomes the
+    one line `error: <message>` on stderr and the return value 2, never a traceback."""
+    kinds = kinds or (RamError,)
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except kinds as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+        return run
+    return wrap
 
 
 # Config fields that define the network (and its input); a checkpoint stores them so that it

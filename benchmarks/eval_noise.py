@@ -30,9 +30,10 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import data_loader  # noqa: E402
 from trainer import error_rate, load_model, validation_loader  # noqa: E402
-from utils import RamError  # noqa: E402
+from utils import one_line_errors  # noqa: E402
 
 
+@one_line_errors()
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -52,28 +53,24 @@ def main(argv=None):
     files = args.ckpt or sorted(glob.glob(os.path.join(ROOT, "ckpt", "*_model_best.pdparams")))
     print(f"{args.split} error (%) at each policy std, mean (min-max) over seeds {args.seeds}\n")
     print("| checkpoint | std | M=1 | M=10 |\n| --- | --: | --: | --: |")
-    try:
-        for path in files:
-            model, config = load_model(path)
-            own = model.locator.std
-            if args.split == "test":
-                loader = data_loader.get_test_loader(args.data_dir, args.batch_size,
-                                                     config.dataset, config.canvas, config.clutter)
-            else:
-                loader = validation_loader(path, config, args.data_dir, args.batch_size)
-            for std in [own] + [s for s in args.stds if s != own]:
-                model.locator.std = std
-                cells = []
-                for M in (1, 10):
-                    errs = [error_rate(model, loader, config.num_glimpses, M, s)
-                            for s in args.seeds]
-                    cells.append(f"{sum(errs) / len(errs):.2f} ({min(errs):.2f}-{max(errs):.2f})")
-                own_mark = " (saved)" if std == own else ""
-                print(f"| {os.path.basename(path)} | {std:g}{own_mark} | " + " | ".join(cells)
-                      + " |", flush=True)
-    except RamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for path in files:
+        model, config = load_model(path)
+        own = model.locator.std
+        if args.split == "test":
+            loader = data_loader.get_test_loader(args.data_dir, args.batch_size,
+                                                 config.dataset, config.canvas, config.clutter)
+        else:
+            loader = validation_loader(path, config, args.data_dir, args.batch_size)
+        for std in [own] + [s for s in args.stds if s != own]:
+            model.locator.std = std
+            cells = []
+            for M in (1, 10):
+                errs = [error_rate(model, loader, config.num_glimpses, M, s)
+                        for s in args.seeds]
+                cells.append(f"{sum(errs) / len(errs):.2f} ({min(errs):.2f}-{max(errs):.2f})")
+            own_mark = " (saved)" if std == own else ""
+            print(f"| {os.path.basename(path)} | {std:g}{own_mark} | " + " | ".join(cells)
+                  + " |", flush=True)
     return 0
 
 

@@ -30,7 +30,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="No ccache found")
 
 from trainer import error_rate, load_model, validation_loader  # noqa: E402
-from utils import RamError  # noqa: E402
+from utils import RamError, one_line_errors  # noqa: E402
 
 
 def log_minutes(path):
@@ -44,6 +44,7 @@ def log_minutes(path):
     return minutes
 
 
+@one_line_errors()
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -65,39 +66,35 @@ def main(argv=None):
     log = args.log or os.path.join(ROOT, "logs", args.name + ".log")
     files = glob.glob(os.path.join(args.ckpt_dir, args.name + "_ckpt*.pdparams"))
     epochs = sorted(int(re.search(r"_ckpt(\d+)\.pdparams$", f).group(1)) for f in files)
-    try:
-        if not epochs:
-            raise RamError(f"no epoch checkpoints {args.name}_ckpt<N>.pdparams in "
-                           f"{args.ckpt_dir}; point --ckpt_dir at a training run's ckpt/")
-        if not os.path.exists(log):
-            raise RamError(f"no training log {log}; pass the run's log with --log")
-        minutes = log_minutes(log)
-        loader = None
-        print(f"validation error (%) at M = 1, mean of {args.passes} passes, per epoch "
-              f"checkpoint of {args.name}\n")
-        print("| epoch | std | valid error | wall time (log) |\n| --: | --: | --: | --: |")
-        first = None
-        for epoch in epochs:
-            path = os.path.join(args.ckpt_dir, f"{args.name}_ckpt{epoch}.pdparams")
-            model, config = load_model(path)
-            if loader is None:  # the run's own split
-                loader = validation_loader(path, config, args.data_dir, args.batch_size)
-            if args.eval_std is not None:
-                model.locator.std = args.eval_std
-            std = model.locator.std
-            err = sum(error_rate(model, loader, config.num_glimpses, seed=s)  # seeds 1..passes
-                      for s in range(1, args.passes + 1)) / args.passes
-            wall = f"{minutes[epoch]:.1f} min" if epoch in minutes else "?"
-            print(f"| {epoch} | {std:g} | {err:.2f} | {wall} |", flush=True)
-            if first is None and round(err, 2) <= args.target_err:  # as printed, as logs
-                first = (epoch, wall)
-        if first:
-            print(f"\nfirst at or under {args.target_err}%: epoch {first[0]}, {first[1]}")
-        else:
-            print(f"\nnever at or under {args.target_err}% in these checkpoints")
-    except RamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not epochs:
+        raise RamError(f"no epoch checkpoints {args.name}_ckpt<N>.pdparams in "
+                       f"{args.ckpt_dir}; point --ckpt_dir at a training run's ckpt/")
+    if not os.path.exists(log):
+        raise RamError(f"no training log {log}; pass the run's log with --log")
+    minutes = log_minutes(log)
+    loader = None
+    print(f"validation error (%) at M = 1, mean of {args.passes} passes, per epoch "
+          f"checkpoint of {args.name}\n")
+    print("| epoch | std | valid error | wall time (log) |\n| --: | --: | --: | --: |")
+    first = None
+    for epoch in epochs:
+        path = os.path.join(args.ckpt_dir, f"{args.name}_ckpt{epoch}.pdparams")
+        model, config = load_model(path)
+        if loader is None:  # the run's own split
+            loader = validation_loader(path, config, args.data_dir, args.batch_size)
+        if args.eval_std is not None:
+            model.locator.std = args.eval_std
+        std = model.locator.std
+        err = sum(error_rate(model, loader, config.num_glimpses, seed=s)  # seeds 1..passes
+                  for s in range(1, args.passes + 1)) / args.passes
+        wall = f"{minutes[epoch]:.1f} min" if epoch in minutes else "?"
+        print(f"| {epoch} | {std:g} | {err:.2f} | {wall} |", flush=True)
+        if first is None and round(err, 2) <= args.target_err:  # as printed, as logs
+            first = (epoch, wall)
+    if first:
+        print(f"\nfirst at or under {args.target_err}%: epoch {first[0]}, {first[1]}")
+    else:
+        print(f"\nnever at or under {args.target_err}% in these checkpoints")
     return 0
 
 
