@@ -108,6 +108,9 @@ g.add_argument("--epochs", type=int, default=500,
 g.add_argument("--init_lr", type=float, default=3e-4,
                help="initial learning rate (Adam); the same for any # of processes, since "
                     "--batch_size is global")
+g.add_argument("--locator_lr_scale", type=float, default=1.0,
+               help="the location network learns at this multiple of the lr (its REINFORCE "
+                    "gradient is the noisiest signal in the model)")
 g.add_argument("--lr_patience", type=int, default=20,
                help="epochs without a better validation accuracy before the lr is reduced")
 g.add_argument("--lr_factor", type=float, default=0.5, help="ReduceOnPlateau multiplies the lr by this")
@@ -166,6 +169,8 @@ def check_config(config):
     need(config.num_glimpses >= 1, f"--num_glimpses must be >= 1 (got {config.num_glimpses})")
     need(0 <= config.valid_size < 1, f"--valid_size must be in [0, 1) (got {config.valid_size})")
     need(config.lr_cooldown >= 0, f"--lr_cooldown must be >= 0 (got {config.lr_cooldown})")
+    need(config.locator_lr_scale > 0,
+         f"--locator_lr_scale must be > 0 (got {config.locator_lr_scale})")
     need(0 < config.lr_factor < 1, f"--lr_factor must be in (0, 1) (got {config.lr_factor})")
     need(config.std > 0, f"--std must be > 0 (got {config.std})")
     need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")

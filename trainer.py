@@ -478,7 +478,7 @@ class Trainer:
             learning_rate=config.init_lr, mode="max", factor=config.lr_factor,
             patience=config.lr_patience, cooldown=config.lr_cooldown)
         self.optimizer = paddle.optimizer.Adam(
-            learning_rate=self.scheduler, parameters=self.model.parameters(),
+            learning_rate=self.scheduler, parameters=self._param_groups(),
             weight_decay=config.weight_decay or None, use_multi_tensor=True)
         self.ema = (WeightAverage(self.model, config.ema_decay)
                     if config.ema_decay and config.is_train else None)
@@ -491,6 +491,17 @@ class Trainer:
         config.eval_std = self.eval_std  # what checkpoints' config and params JSON record
         if state is not None:
             self._restore(state)
+
+    def _param_groups(self):
+        """Adam's parameter groups: the location network at --locator_lr_scale times the lr
+        (Paddle multiplies the scheduler's lr by a group's learning_rate), the rest at 1."""
+        scale = self.config.locator_lr_scale
+        locator = self.model.locator.parameters()
+        if scale == 1.0:
+            return self.model.parameters()
+        ids = {id(p) for p in locator}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        return [{"params": rest}, {"params": locator, "learning_rate": scale}]
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_path(self, best=None, epoch=None):
