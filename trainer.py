@@ -86,11 +86,6 @@ def _relu_mask(grad, out):
 _relu_grad = getattr(paddle._C_ops, "relu_grad", None)
 
 
-def _sum_tb(a):
-    """[T, B, ...] -> [T*B, ...]: the glimpses of an episode as one batch."""
-    return a.reshape([-1] + list(a.shape[2:]))
-
-
 class _FusedEpisode(PyLayer):
     """The training episode of rollout_loss (M = 1) with its gradient written out by hand.
 
@@ -99,10 +94,12 @@ class _FusedEpisode(PyLayer):
     bit-identical (the loss equal to float rounding: the baselines of all glimpses are one
     GEMM). The backward pass is plain BPTT, but every weight gradient is one GEMM over all T
     glimpses ([T*B, in]^T @ [T*B, out]) instead of T small ones plus T accumulations, and no
-    autograd graph is recorded: ~250 eager ops per step instead of ~550 with their grad nodes.
-    Both routings of the REINFORCE gradient: the reference's (the locator reads a detached
-    h_t) and --reinforce_core's (it reads h_t itself, so the gradient also enters BPTT at
-    every glimpse). The baseline always reads a detached h_t.
+    autograd graph is recorded: ~220 eager ops per step instead of ~550 with their grad nodes.
+    What the backward pass reads is kept glimpse-major in one [T*B, n] block per quantity
+    (rows t*B .. t*B + B - 1 are glimpse t), the layout those GEMMs take, so no op is spent
+    reshaping. Both routings of the REINFORCE gradient: the reference's (the locator reads a
+    detached h_t) and --reinforce_core's (it reads h_t itself, so the gradient also enters
+    BPTT at every glimpse). The baseline always reads a detached h_t.
     """
 
     @staticmethod
@@ -133,18 +130,20 @@ class _FusedEpisode(PyLayer):
                          ("g", g), ("h", h_t), ("u", u), ("mu", mu), ("l_raw", l_raw)):
                 keep[k].append(v)
             l_t = l_raw.clip(-1.0, 1.0)
-        S = {k: paddle.stack(v) for k, v in keep.items()}                        # [T, B, ...]
+        S = {k: paddle.concat(v) for k, v in keep.items()}                       # [T*B, ...]
         # What the trajectory does not depend on, for all glimpses at once.
-        S["dev"] = S["l_raw"] - S["mu"]                                          # [T, B, 2]
-        log_pi = (-(S["dev"] ** 2) / (2 * std ** 2) - math.log(std)
-                  - 0.5 * math.log(2 * math.pi)).sum(axis=2).t()                 # [B, T]
-        baselines = paddle.addmm(bb, _sum_tb(S["h"]), Wb).reshape([T, B]).t()    # [B, T]
+        S["dev"] = S["l_raw"] - S["mu"]                                          # [T*B, 2]
+        # log N(l; mu, std) summed over the two axes, as LocationNetwork computes it.
+        log_pi = paddle.scale((S["dev"] * S["dev"]).sum(axis=1), scale=-0.5 / std ** 2,
+                              bias=-2.0 * math.log(std) - math.log(2 * math.pi))
+        log_pi = log_pi.reshape([T, B]).t()                                      # [B, T]
+        baselines = paddle.addmm(bb, S["h"], Wb).reshape([T, B]).t()             # [B, T]
         log_probas = F.log_softmax(paddle.addmm(bc, h_t, Wc), axis=1)            # [B, classes]
         loss, correct, R = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight)
         ctx.std, ctx.weight, ctx.params, ctx.stacked = std, reinforce_weight, params, S
         ctx.into_core = not model.locator.detach
         ctx.save_for_backward(y, log_probas, baselines, R)
-        n_correct, locs = correct.sum(), S["loc"]
+        n_correct, locs = correct.sum(), S["loc"].reshape([T, B, 2])
         ctx.mark_non_differentiable(n_correct, log_probas, locs)
         return loss, n_correct, log_probas, locs
 
@@ -154,47 +153,51 @@ class _FusedEpisode(PyLayer):
          Wf, bf, Wl, bl, Wc, bc, Wb, bb) = ctx.params
         y, log_probas, baselines, R = ctx.saved_tensor()
         s, S = d_loss, ctx.stacked
-        T, B, std = S["h"].shape[0], y.shape[0], ctx.std
-        ones = paddle.ones([1, T * B], dtype=baselines.dtype)
+        B, std = y.shape[0], ctx.std
+        T = S["h"].shape[0] // B
+        ones = paddle.ones([T * B], dtype=baselines.dtype)
 
         def wgrad(inp, grad):  # sum over the T*B rows of inp^T @ grad
-            return paddle.matmul(_sum_tb(inp), _sum_tb(grad), transpose_x=True)
+            return paddle.matmul(inp, grad, transpose_x=True)
 
-        def bgrad(grad):  # column sums of [T, B, n] as a GEMM: Paddle's CPU sum() is far slower
-            return paddle.matmul(ones, _sum_tb(grad)).reshape([-1])
+        def bgrad(grad):  # column sums as a GEMM: Paddle's CPU sum() is far slower
+            return paddle.matmul(ones, grad)
+
+        def glimpse(a, t):  # rows of glimpse t
+            return a[t * B:(t + 1) * B]
 
         # Action network: d NLL / d logits = (softmax - onehot) / B.
         d_logits = (log_probas.exp() - F.one_hot(y, log_probas.shape[1])) * (s / B)
-        h_T = S["h"][T - 1]
+        h_T = glimpse(S["h"], T - 1)
         dWc, dbc = paddle.matmul(h_T, d_logits, transpose_x=True), d_logits.sum(0)
         # Baseline: d MSE / d b = 2 (b - R) / (B T); REINFORCE: d / d log_pi = -w (R - b) / B
         # (b detached there). Both heads read a detached h_t: nothing flows into the core.
-        diff = (baselines - R).t()                                               # [T, B]
-        d_b = (diff * (2.0 / (B * T)) * s).unsqueeze(2)                          # [T, B, 1]
+        diff = (baselines - R).t().reshape([T * B, 1])                          # [T*B, 1]
+        d_b = diff * (2.0 / (B * T)) * s
         dWb, dbb = wgrad(S["h"], d_b), bgrad(d_b)
-        d_log_pi = (diff * (ctx.weight / B) * s).unsqueeze(2)                    # [T, B, 1]
         # d log_pi / d mu = (l_raw - mu) / std^2; then tanh and relu of the location network.
-        d_z = d_log_pi * S["dev"] / std ** 2 * (1.0 - S["mu"] ** 2)              # [T, B, 2]
-        dWl, dbl = wgrad(S["u"], d_z), bgrad(d_z)
-        d_u = _relu_mask(paddle.matmul(d_z, Wl, transpose_y=True), S["u"])       # [T, B, hid/2]
+        d_z = diff * (ctx.weight / B / std ** 2) * s * S["dev"] * (1.0 - S["mu"] * S["mu"])
+        dWl, dbl = wgrad(S["u"], d_z), bgrad(d_z)                                # d_z [T*B, 2]
+        d_u = _relu_mask(paddle.matmul(d_z, Wl, transpose_y=True), S["u"])       # [T*B, hid/2]
         dWf, dbf = wgrad(S["h"], d_u), bgrad(d_u)
         # --reinforce_core: what REINFORCE sends into each h_t, for all glimpses at once.
-        d_h_loc = paddle.matmul(d_u, Wf, transpose_y=True) if ctx.into_core else None  # [T, B, hid]
+        d_h_loc = paddle.matmul(d_u, Wf, transpose_y=True) if ctx.into_core else None  # [T*B, hid]
         # Core RNN, backwards in time from the classifier's gradient at h_T.
         d_h = paddle.matmul(d_logits, Wc, transpose_y=True)                      # [B, hid]
         d_pre = [None] * T
         for t in range(T - 1, -1, -1):
             if d_h_loc is not None:
-                d_h = d_h + d_h_loc[t]
-            d_pre[t] = _relu_mask(d_h, S["h"][t])
+                d_h = d_h + glimpse(d_h_loc, t)
+            d_pre[t] = _relu_mask(d_h, glimpse(S["h"], t))
             if t:
                 d_h = paddle.matmul(d_pre[t], Wh, transpose_y=True)
-        d_pre = paddle.stack(d_pre)                                              # [T, B, hid]
-        dWh = wgrad(S["h"][:T - 1], d_pre[1:]) if T > 1 else paddle.zeros_like(Wh)  # h_0 = 0
+        d_pre = paddle.concat(d_pre)                                             # [T*B, hid]
+        # h_0 = 0: the recurrent weights see glimpses 1..T-1 only.
+        dWh = wgrad(S["h"][:(T - 1) * B], d_pre[B:]) if T > 1 else paddle.zeros_like(Wh)
         dbih = bgrad(d_pre)
         dWi = wgrad(S["g"], d_pre)
         # Glimpse network: all T glimpses at once.
-        d_g = _relu_mask(paddle.matmul(d_pre, Wi, transpose_y=True), S["g"])    # [T, B, h_g+h_l]
+        d_g = _relu_mask(paddle.matmul(d_pre, Wi, transpose_y=True), S["g"])    # [T*B, h_g+h_l]
         dW3, dW4, db34 = wgrad(S["what"], d_g), wgrad(S["where"], d_g), bgrad(d_g)
         d_what = _relu_mask(paddle.matmul(d_g, W3, transpose_y=True), S["what"])
         d_where = _relu_mask(paddle.matmul(d_g, W4, transpose_y=True), S["where"])
@@ -216,12 +219,14 @@ def fused_parameters(model):
 def fused_rollout_loss(model, x, y, num_glimpses, reinforce_weight=0.01, l_0=None, noise=None):
     """rollout_loss(model, x, y, num_glimpses, 1, reinforce_weight, l_0, noise) for training:
     the same Episode and the same gradients (to float rounding), faster (see _FusedEpisode).
-    Draws l_0 and the noise [T, B, 2] from Paddle's generator in the order rollout does."""
+    Draws l_0 and the noise [T, B, 2] from Paddle's generator in the order rollout does
+    (one draw of T*B*2 normals is the T draws of B*2 that rollout makes, one per glimpse:
+    tests/test_fused.py holds the two equal)."""
     B = x.shape[0]
     if l_0 is None:
         l_0 = paddle.uniform([B, 2], dtype=x.dtype, min=-1.0, max=1.0)
     if noise is None:
-        noise = paddle.stack([paddle.randn([B, 2], dtype=x.dtype) for _ in range(num_glimpses)])
+        noise = paddle.randn([num_glimpses, B, 2], dtype=x.dtype)
     loss, correct, log_probas, locs = _FusedEpisode.apply(
         model, x, y, l_0, noise, reinforce_weight, *fused_parameters(model))
     return Episode(loss, correct, log_probas, locs)
