@@ -92,7 +92,7 @@ g.add_argument("--shift", type=int, default=0,
                     "validation and test images never move; 0: off)")
 g.add_argument("--valid_size", type=float, default=0.1,
                help="fraction of the training set held out for validation, in [0, 1)")
-g.add_argument("--batch_size", type=int, default=256,
+g.add_argument("--batch_size", type=int, default=512,
                help="# images per optimizer step, globally: a run of N processes "
                     "(paddle.distributed.launch) gives each batch_size/N of them, so the "
                     "steps, and the lr, are those of one process")
@@ -105,19 +105,19 @@ g = group("Training Params")
 g.add_argument("--is_train", type=str2bool, default=True, help="train (True) or test (False)")
 g.add_argument("--epochs", type=int, default=500,
                help="total # epochs; a resumed run continues up to this number")
-g.add_argument("--init_lr", type=float, default=3e-4,
+g.add_argument("--init_lr", type=float, default=5e-4,
                help="initial learning rate (Adam); the same for any # of processes, since "
                     "--batch_size is global")
 g.add_argument("--locator_lr_scale", type=float, default=1.0,
                help="the location network learns at this multiple of the lr (its REINFORCE "
                     "gradient is the noisiest signal in the model)")
-g.add_argument("--lr_patience", type=int, default=20,
+g.add_argument("--lr_patience", type=int, default=12,
                help="epochs without a better validation accuracy before the lr is reduced")
 g.add_argument("--lr_factor", type=float, default=0.5, help="ReduceOnPlateau multiplies the lr by this")
 g.add_argument("--lr_cooldown", type=int, default=0,
                help="epochs after an lr cut before ReduceOnPlateau counts epochs without a "
                     "better validation accuracy again")
-g.add_argument("--train_patience", type=int, default=60,
+g.add_argument("--train_patience", type=int, default=50,
                help="epochs without a better validation accuracy before training stops")
 g.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay of Adam")
 g.add_argument("--ema_decay", type=float, default=0.0,

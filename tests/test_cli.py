@@ -99,7 +99,8 @@ def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_
     log = log_of(tmp_path / "logs")
     assert "epochs 2..3" in log
     # tiny_run trained with --lr_patience 0; this run does not pass it: the log says so.
-    assert "other training flags than the checkpoint's: lr_patience 20 (checkpoint: 0)" in log
+    patience = get_config([]).lr_patience
+    assert f"other training flags than the checkpoint's: lr_patience {patience} (checkpoint: 0)" in log
     assert [(e, n) for e, n, _ in epoch_lines(log)] == [(2, 3), (3, 3)], log
     s1 = load(tiny_run.ckpt_dir / f"{NAME}_ckpt1.pdparams")
     s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
