@@ -171,7 +171,8 @@ class _FusedEpisode(PyLayer):
         h_T = glimpse(S["h"], T - 1)
         dWc, dbc = paddle.matmul(h_T, d_logits, transpose_x=True), d_logits.sum(0)
         # Baseline: d MSE / d b = 2 (b - R) / (B T); REINFORCE: d / d log_pi = -w (R - b) / B
-        # (b detached there). Both heads read a detached h_t: nothing flows into the core.
+        # (b detached there). The baseline reads a detached h_t, and so does the locator
+        # unless --reinforce_core (d_h_loc below): by default nothing here reaches the core.
         diff = (baselines - R).t().reshape([T * B, 1])                          # [T*B, 1]
         d_b = diff * (2.0 / (B * T)) * s
         dWb, dbb = wgrad(S["h"], d_b), bgrad(d_b)
@@ -501,9 +502,9 @@ class Trainer:
         """Adam's parameter groups: the location network at --locator_lr_scale times the lr
         (Paddle multiplies the scheduler's lr by a group's learning_rate), the rest at 1."""
         scale = self.config.locator_lr_scale
-        locator = self.model.locator.parameters()
         if scale == 1.0:
             return self.model.parameters()
+        locator = self.model.locator.parameters()
         ids = {id(p) for p in locator}
         rest = [p for p in self.model.parameters() if id(p) not in ids]
         return [{"params": rest}, {"params": locator, "learning_rate": scale}]
