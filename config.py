@@ -66,6 +66,10 @@ g.add_argument("--eval_std", type=float, default=None,
                     "Default: %g when training from scratch (saved in its checkpoints); when "
                     "testing or resuming, the checkpoint's (files from before this flag, and "
                     "the reference's: their training std)" % EVAL_STD)
+g.add_argument("--valid_std", type=float, default=None,
+               help="std of the location policy for the validation passes during training "
+                    "(which pick the best checkpoint and drive the lr schedule); default: the "
+                    "training std of the epoch (--std, times --std_factor per lr cut)")
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
 g.add_argument("--valid_passes", type=int, default=5,
@@ -176,6 +180,8 @@ def check_config(config):
     need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")
     need(config.eval_std is None or config.eval_std > 0,
          f"--eval_std must be > 0 (got {config.eval_std})")
+    need(config.valid_std is None or config.valid_std > 0,
+         f"--valid_std must be > 0 (got {config.valid_std})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
     need(config.valid_passes >= 1, f"--valid_passes must be >= 1 (got {config.valid_passes})")
     need(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1) (got {config.ema_decay})")

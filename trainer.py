@@ -722,9 +722,10 @@ class Trainer:
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
                 with self.ema.applied() if self.ema else contextlib.nullcontext():
-                    # At the epoch's training std, not the test's --eval_std: validating
-                    # at the latter gave no better model (README, run X).
-                    val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes, std)
+                    # At the epoch's training std unless --valid_std: validating at the
+                    # test's --eval_std gave no better model in run X (README).
+                    val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes,
+                                                         c.valid_std or std)
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and

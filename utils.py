@@ -38,8 +38,8 @@ ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimps
 # from the command line, and says where they differ from the checkpoint's.
 TRAIN_KEYS = ("batch_size", "init_lr", "locator_lr_scale", "lr_factor", "lr_patience",
               "lr_cooldown", "train_patience", "weight_decay", "ema_decay", "shift", "std_factor",
-              "reinforce_weight", "reinforce_core", "valid_size", "valid_passes", "random_seed",
-              "M")
+              "reinforce_weight", "reinforce_core", "valid_size", "valid_passes", "valid_std",
+              "random_seed", "M")
 
 
 def model_name(config):

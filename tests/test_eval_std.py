@@ -64,6 +64,23 @@ def test_validation_during_training_samples_at_the_training_std(tmp_path, monkey
     assert trainer.policy_std(1) == 0.03
 
 
+def test_valid_std_sets_the_std_of_the_validation_passes_only(tmp_path, monkeypatch):
+    trainer, loader = trainer_and_loader(tmp_path, "--valid_std", "0.04", "--epochs", "1",
+                                         "--valid_passes", "2", "--ckpt_dir", str(tmp_path),
+                                         "--plot_freq", "0")
+    seen = []
+    episode = trainer._episode
+
+    def spy(x, y, M=1):
+        seen.append((trainer.model.training, trainer.model.locator.std))
+        return episode(x, y, M)
+
+    monkeypatch.setattr(trainer, "_episode", spy)
+    trainer.train(loader, loader)
+    assert seen == [(False, 0.04)] * 2 * 3  # training runs the fused episode, not _episode
+    assert trainer.model.locator.std == 0.1 and trainer.policy_std(1) == EVAL_STD
+
+
 def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
     set_seed(7)
@@ -83,10 +100,11 @@ def test_a_fresh_run_tests_at_the_default_eval_std(tmp_path):
     assert trainer.model.locator.std == 0.1
 
 
-def test_eval_std_must_be_positive(tmp_path):
-    res = run_main(["--eval_std", "0", "--logs_dir", tmp_path], cwd=tmp_path, timeout=60)
+@pytest.mark.parametrize("flag", ["--eval_std", "--valid_std"])
+def test_eval_and_valid_std_must_be_positive(tmp_path, flag):
+    res = run_main([flag, "0", "--logs_dir", tmp_path], cwd=tmp_path, timeout=60)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == ["error: --eval_std must be > 0 (got 0.0)"]
+    assert res.stderr.strip().splitlines() == [f"error: {flag} must be > 0 (got 0.0)"]
 
 
 def test_eval_noise_sweeps_stds_on_the_validation_split(tiny_run, tiny_data):
