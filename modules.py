@@ -136,23 +136,23 @@ class Retina:
 
     def _padded_image(self, x):
         """For the last x seen (like the summed-area table: T glimpses share one padding):
-        x with g zero pixels on every side, flattened to [B, C*(H+2g)*(W+2g)]; the flat offset
-        of each sharp-patch pixel from the patch's top-left corner, [1, g*g] int64; and the
-        GEMM [2, 1] and constant [1] that turn a centre (col, row) into that corner's index.
-        Everything but the padded image is cached per input shape."""
+        x with g zero pixels on every side, flattened to [B, C*(H+2g)*(W+2g)]; and the GEMM
+        [2, g*g] and constant [g*g] that turn a centre (col, row) into the flat index of
+        each sharp-patch pixel. Everything but the padded image is cached per input shape."""
         if self._padded is None or self._padded[0] is not x:
             key = (tuple(x.shape), x.dtype)
             if key not in self._pad_consts:
                 B, C, H, W = x.shape
                 g, Wp = self.g, W + 2 * self.g
-                offsets = (paddle.arange(g, dtype="int64").unsqueeze(1) * Wp
-                           + paddle.arange(g, dtype="int64")).reshape([1, -1])
+                # Pixel (i, j) of the patch is (g - g//2 + i) * Wp + (g - g//2 + j) past the
+                # centre's own (row * Wp + col).
+                corner = (g - g // 2) * (Wp + 1)
+                offsets = [corner + i * Wp + j for i in range(g) for j in range(g)]
                 self._pad_consts[key] = (
                     paddle.zeros([B, C, H, g], dtype=x.dtype),                   # left, right
                     paddle.zeros([B, C, g, Wp], dtype=x.dtype),                  # top, bottom
-                    offsets,
-                    paddle.to_tensor([[1.0], [float(Wp)]], dtype=x.dtype),
-                    paddle.to_tensor([float((g - g // 2) * (Wp + 1))], dtype=x.dtype))
+                    paddle.to_tensor([[1.0] * g * g, [float(Wp)] * g * g], dtype=x.dtype),
+                    paddle.to_tensor(offsets, dtype=x.dtype))
             side, top, *index_consts = self._pad_consts[key]
             # Two concats: Paddle's CPU pad kernel is several times slower.
             flat = paddle.concat([top, paddle.concat([side, x, side], axis=3), top], axis=2)
@@ -164,18 +164,18 @@ class Retina:
         the image: one gather from the padded image, no clamping or masking. A centre lies in
         [0, size] (l is clipped to [-1, 1]), so the patch stays inside the padding.
 
-        The flat index of the patch's corner, (row + g - g//2) * (W + 2g) + col + g - g//2, is
-        one small GEMM on the floored centre: float32 holds these integers exactly.
+        The flat index of patch pixel (i, j), (row + g - g//2 + i) * (W + 2g) + col + g - g//2
+        + j, is one small GEMM on the floored centre: float32 holds these integers exactly.
+        (An int64 broadcast add of row and pixel offsets costs several times more.)
         """
         B, C, H, W = x.shape
         g = self.g
-        flat, offsets, weights, corner = self._padded_image(x)
+        flat, weights, offsets = self._padded_image(x)
         c = self.pixel_floor(self._size(x, l), l)                           # [B, 2] (col, row)
-        start = paddle.addmm(corner, c, weights).astype("int64")                 # [B, 1]
+        idx = paddle.addmm(offsets, c, weights).astype("int64")                  # [B, g*g]
         if C == 1:
-            idx = start + offsets                                                # [B, g*g]
             return paddle.take_along_axis(flat, idx, axis=1, broadcast=False)
-        idx = (start.unsqueeze(1) + offsets).expand([B, C, g * g])               # [B, C, g*g]
+        idx = idx.unsqueeze(1).expand([B, C, g * g])                             # [B, C, g*g]
         flat = flat.reshape([B, C, -1])
         return paddle.take_along_axis(flat, idx, axis=2, broadcast=False).reshape([B, -1])
 
