@@ -29,6 +29,30 @@ def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
                             r"\(no GEMMs\)", l) for l in lines), res.stdout
 
 
+def test_ab_step_pairs_windows_of_two_versions(tiny_data):
+    """This checkout against its own HEAD: both workers run, the ratio is printed."""
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ab_step.py"), "--base", "HEAD",
+         "--batch_sizes", "16", "--rounds", "2", "--steps", "2", "--settle", "0",
+         "--data_dir", str(tiny_data)],
+        env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert re.fullmatch(r"ratio: [\d.]+", lines[-1]), lines[-1]
+    assert re.fullmatch(r"batch 16: base \w+ [\d.]+ ms/step, this \w+(\+changes)? [\d.]+ "
+                        r"ms/step \| base/this [\d.]+ \(median of 2 paired windows; "
+                        r"[\d.]+-[\d.]+\)", lines[-2]), lines[-2]
+
+
+def test_ab_step_names_a_bad_commit_in_one_line():
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ab_step.py"), "--base", "no-such-commit"],
+        env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: git rev-parse"), res.stderr
+
+
 @pytest.mark.parametrize("flags, std", [([], "0.02"), (["--eval_std", "0.07"], "0.07")])
 def test_time_to_accuracy_reads_every_epoch_checkpoint_and_the_log(tiny_run, tiny_data, flags,
                                                                    std):

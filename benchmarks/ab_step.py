@@ -1,0 +1,136 @@
+"""Paired A/B of the real training step of two versions of the code: is a change faster?
+
+    python benchmarks/ab_step.py --base HEAD~1 [--batch_sizes 128 512] [--rounds 12]
+                                 [--steps 20]
+
+This machine's speed drifts by tens of percent within minutes, so two benchmark runs made
+one after the other compare moments as much as code. Here one worker process per version
+(`--base`, a git commit checked out into a temporary worktree, and this checkout as it is)
+builds a Trainer and holds MNIST batches; the driver then asks them in turn for one window
+of `--steps` real training steps (Trainer.train_step, what `python main.py` runs), `--rounds`
+times, each window right after the other's. The one waiting blocks on a pipe and uses no
+CPU; a pause of `--settle` seconds between windows lets its MKL threads stop spinning. A
+first round warms both up and is not counted. The verdict is the median of the rounds' paired ratios, base time / this checkout's time (> 1:
+this checkout is faster), with their range. Last line: `ratio: R` for the first batch size.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WORKER = r"""
+import sys, time
+root, data_dir, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, root)
+from utils import tune_cpu_env
+tune_cpu_env()
+import data_loader
+from config import get_config
+from trainer import Trainer
+from utils import set_seed
+scratch = sys.argv[4]
+config = get_config(["--batch_size", str(batch), "--logs_dir", scratch, "--ckpt_dir", scratch])
+set_seed(1)
+trainer = Trainer(config)
+train, _ = data_loader.get_train_valid_loader(data_dir, batch, 1)
+data = [b for b, _ in zip(train, range(20))]
+trainer.model.train()
+for x, y in data[:3]:
+    trainer.train_step(x, y)
+print("ready", flush=True)
+for line in sys.stdin:
+    steps = int(line)
+    tic = time.perf_counter()
+    for i in range(steps):
+        ep = trainer.train_step(*data[i % len(data)])
+    ep.loss.item()
+    print(time.perf_counter() - tic, flush=True)
+"""
+
+
+class Worker:
+    """One version of the code in its own process: window(steps) -> seconds for them."""
+
+    def __init__(self, root, data_dir, batch, scratch):
+        os.makedirs(scratch, exist_ok=True)
+        self.err = open(os.path.join(scratch, "stderr.txt"), "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, root, data_dir, str(batch), scratch],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        for line in self.proc.stdout:  # the Trainer logs to stdout as well
+            if line.strip() == "ready":
+                break
+        else:
+            self.proc.wait()
+            self.err.seek(0)
+            last = (self.err.read().strip().splitlines() or ["(no output)"])[-1]
+            raise SystemExit(f"error: the step of {root} did not start: {last}")
+
+    def window(self, steps):
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.err.close()
+
+
+def git(*args):
+    res = subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True)
+    if res.returncode:
+        last = (res.stderr.strip().splitlines() or ["failed"])[-1]
+        raise SystemExit(f"error: git {' '.join(args)}: {last}")
+    return res.stdout.strip()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base", required=True, help="the git commit to compare this checkout with")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[128, 512])
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--settle", type=float, default=0.3)
+    p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
+    args = p.parse_args()
+    base = git("rev-parse", "--short", "--verify", args.base + "^{commit}")
+    head = git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain",
+                                                                    "--untracked-files=no") else "")
+    first = None
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = os.path.join(tmp, "base")
+        git("worktree", "add", "--detach", tree, base)
+        try:
+            for batch in args.batch_sizes:
+                workers = {name: Worker(root, os.path.abspath(args.data_dir), batch,
+                                        os.path.join(tmp, name))
+                           for name, root in (("base", tree), ("this", ROOT))}
+                times = {name: [] for name in workers}
+                for r in range(args.rounds + 1):  # round 0 warms both up
+                    for name, worker in workers.items():
+                        time.sleep(args.settle)
+                        seconds = worker.window(args.steps)
+                        if r:
+                            times[name].append(seconds)
+                for worker in workers.values():
+                    worker.close()
+                ratios = sorted(b / t for b, t in zip(times["base"], times["this"]))
+                ratio = statistics.median(ratios)
+                first = ratio if first is None else first
+                ms = {n: 1e3 * statistics.median(v) / args.steps for n, v in times.items()}
+                print(f"batch {batch}: base {base} {ms['base']:.2f} ms/step, this {head} "
+                      f"{ms['this']:.2f} ms/step | base/this {ratio:.3f} (median of {args.rounds} "
+                      f"paired windows; {ratios[0]:.2f}-{ratios[-1]:.2f})", flush=True)
+        finally:
+            git("worktree", "remove", "--force", tree)
+    print(f"ratio: {first:.3f}")
+
+
+if __name__ == "__main__":
+    main()
