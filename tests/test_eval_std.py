@@ -1,4 +1,5 @@
-"""--eval_std: validation and test sample fixations at their own std; training keeps --std."""
+"""--eval_std and --valid_std: testing and validation sample fixations at their own std; training
+keeps --std."""
 import subprocess
 import sys
 from pathlib import Path
@@ -45,29 +46,12 @@ def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path
     assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
 
 
-def test_validation_during_training_samples_at_the_training_std(tmp_path, monkeypatch):
-    """--eval_std is for testing: the validation passes of train() sample at --std."""
-    trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03", "--epochs", "1",
-                                         "--valid_passes", "2", "--ckpt_dir", str(tmp_path),
-                                         "--plot_freq", "0")
-    seen = []
-    episode = trainer._episode
-
-    def spy(x, y, M=1):
-        if not trainer.model.training:
-            seen.append(trainer.model.locator.std)
-        return episode(x, y, M)
-
-    monkeypatch.setattr(trainer, "_episode", spy)
-    trainer.train(loader, loader)
-    assert seen == [0.1] * 2 * 3  # 2 passes of 3 batches
-    assert trainer.policy_std(1) == 0.03
-
-
-def test_valid_std_sets_the_std_of_the_validation_passes_only(tmp_path, monkeypatch):
-    trainer, loader = trainer_and_loader(tmp_path, "--valid_std", "0.04", "--epochs", "1",
-                                         "--valid_passes", "2", "--ckpt_dir", str(tmp_path),
-                                         "--plot_freq", "0")
+def train_one_epoch_spying(tmp_path, monkeypatch, *flags):
+    """One epoch of train() with 2 validation passes over 3 batches; returns the trainer and
+    (model.training, policy std) at every call of Trainer._episode (training itself runs the
+    fused episode, so only validation calls it)."""
+    trainer, loader = trainer_and_loader(tmp_path, *flags, "--epochs", "1", "--valid_passes",
+                                         "2", "--ckpt_dir", str(tmp_path), "--plot_freq", "0")
     seen = []
     episode = trainer._episode
 
@@ -77,7 +61,19 @@ def test_valid_std_sets_the_std_of_the_validation_passes_only(tmp_path, monkeypa
 
     monkeypatch.setattr(trainer, "_episode", spy)
     trainer.train(loader, loader)
-    assert seen == [(False, 0.04)] * 2 * 3  # training runs the fused episode, not _episode
+    return trainer, seen
+
+
+def test_validation_during_training_samples_at_the_training_std(tmp_path, monkeypatch):
+    """--eval_std is for testing: the validation passes of train() sample at --std."""
+    trainer, seen = train_one_epoch_spying(tmp_path, monkeypatch, "--eval_std", "0.03")
+    assert seen == [(False, 0.1)] * 2 * 3
+    assert trainer.policy_std(1) == 0.03
+
+
+def test_valid_std_sets_the_std_of_the_validation_passes_only(tmp_path, monkeypatch):
+    trainer, seen = train_one_epoch_spying(tmp_path, monkeypatch, "--valid_std", "0.04")
+    assert seen == [(False, 0.04)] * 2 * 3
     assert trainer.model.locator.std == 0.1 and trainer.policy_std(1) == EVAL_STD
 
 
