@@ -51,7 +51,8 @@ def train_one_epoch_spying(tmp_path, monkeypatch, *flags):
     (model.training, policy std) at every call of Trainer._episode (training itself runs the
     fused episode, so only validation calls it)."""
     trainer, loader = trainer_and_loader(tmp_path, *flags, "--epochs", "1", "--valid_passes",
-                                         "2", "--ckpt_dir", str(tmp_path), "--plot_freq", "0")
+                                         "2", "--ckpt_dir", str(tmp_path), "--plot_freq", "0",
+                                         "--plot_dir", str(tmp_path / "plots"))
     seen = []
     episode = trainer._episode
 
