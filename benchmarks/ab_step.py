@@ -99,6 +99,8 @@ def main():
     p.add_argument("--settle", type=float, default=0.3)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
     args = p.parse_args()
+    if min(args.rounds, args.steps, *args.batch_sizes) < 1:
+        p.error("--rounds, --steps and --batch_sizes must be >= 1")
     base = git("rev-parse", "--short", "--verify", args.base + "^{commit}")
     head = git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain",
                                                                     "--untracked-files=no") else "")
