@@ -1,5 +1,4 @@
 """Small shared helpers: errors, names, seeding, device and thread set-up, logging, plots."""
-import ctypes
 import functools
 import logging
 import os
@@ -109,28 +108,6 @@ def mkl_cpu_type(vendor, flags):
     return None
 
 
-def keep_freed_memory():
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the OS.
-
-    By default glibc serves blocks over its (adaptive) mmap threshold with fresh mappings and
-    trims the heap's free top: a step's [T*B, n] activation blocks (3 MB each at batch 512) then
-    come back as new pages, and on these virtual machines the page faults cost far more than
-    the work (a 3 MB concat: 2.6 ms against 0.07 ms on reused memory). Here every block up to
-    glibc's limit, 32 MB, comes from the heap, and the heap is never trimmed: the process keeps
-    its peak memory (a few hundred MB for training). Returns whether it applied: glibc only,
-    and not when the user set glibc's own malloc variables.
-    """
-    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                                     "GLIBC_TUNABLES")):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, -1))
-
-
 def tune_cpu_env(threads=None):
     """Set the math-library environment; must run before Paddle (and so MKL) is imported.
 
@@ -139,7 +116,6 @@ def tune_cpu_env(threads=None):
     every core, shared out among the processes that paddle.distributed.launch starts on
     this machine). Values the user exported win.
     """
-    keep_freed_memory()
     cpu_type = mkl_cpu_type(*cpu_info())
     if cpu_type:
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", cpu_type)

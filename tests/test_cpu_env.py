@@ -45,12 +45,3 @@ def test_tune_cpu_env_exported_values_win_and_launch_shares_the_cores(clean_env)
     clean_env.setenv("PADDLE_LOCAL_SIZE", "2")
     assert utils.tune_cpu_env() == 1
     assert utils.os.environ["MKL_DEBUG_CPU_TYPE"] == "5"
-
-
-def test_keep_freed_memory_applies_on_glibc_unless_the_user_set_malloc(monkeypatch):
-    import platform
-    for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
-        monkeypatch.delenv(key, raising=False)
-    assert utils.keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
-    assert utils.keep_freed_memory() is False
