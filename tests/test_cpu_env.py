@@ -28,7 +28,8 @@ def test_this_machines_cpu_info_is_read():
 @pytest.fixture
 def clean_env(monkeypatch):
     for key in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "PADDLE_LOCAL_SIZE"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded, so what tune_cpu_env sets is undone after
+        monkeypatch.delenv(key)
     monkeypatch.setattr(utils, "cpu_info", lambda: ("AuthenticAMD", SKX | {"avx512_vnni"}))
     monkeypatch.setattr(utils.os, "cpu_count", lambda: 2)
     return monkeypatch
