@@ -10,8 +10,10 @@ builds a Trainer and holds MNIST batches; the driver then asks them in turn for 
 of `--steps` real training steps (Trainer.train_step, what `python main.py` runs), `--rounds`
 times, each window right after the other's. The one waiting blocks on a pipe and uses no
 CPU; a pause of `--settle` seconds between windows lets its MKL threads stop spinning. A
-first round warms both up and is not counted. The verdict is the median of the rounds' paired ratios, base time / this checkout's time (> 1:
-this checkout is faster), with their range. Last line: `ratio: R` for the first batch size.
+first round warms both up and is not counted. The verdict is the median of the rounds' paired
+ratios, base time / this checkout's time (> 1: this checkout is faster), with their range.
+Each worker sets its own version's math-library environment (utils.tune_cpu_env), so a change
+there is compared too. Last line: `ratio: R` for the first batch size.
 """
 import argparse
 import os
@@ -102,8 +104,8 @@ def main():
     if min(args.rounds, args.steps, *args.batch_sizes) < 1:
         p.error("--rounds, --steps and --batch_sizes must be >= 1")
     base = git("rev-parse", "--short", "--verify", args.base + "^{commit}")
-    head = git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain",
-                                                                    "--untracked-files=no") else "")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    head = git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
     first = None
     with tempfile.TemporaryDirectory() as tmp:
         tree = os.path.join(tmp, "base")
