@@ -76,6 +76,11 @@ g.add_argument("--valid_passes", type=int, default=5,
                help="validation accuracy (which picks the best checkpoint and drives the lr "
                     "schedule and early stopping) is the mean of this many passes over the "
                     "validation set, each with other location samples: one pass is too noisy")
+g.add_argument("--valid_seed", type=int, default=None,
+               help="seed of the validation passes' location samples: every epoch then "
+                    "validates on the same draws (pass p on seed + p), so what changes from one "
+                    "epoch to the next is the model, not the luck of the draws; default: they "
+                    "continue the training run's random stream (a fresh draw every epoch)")
 g.add_argument("--reinforce_core", type=str2bool, default=False,
                help="let the REINFORCE gradient reach the core and glimpse networks too (the "
                     "paper's objective); False: only the location network (the reference)")

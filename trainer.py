@@ -29,7 +29,7 @@ from tqdm import tqdm
 import data_loader
 from config import EVAL_STD, check_config, get_config
 from model import RecurrentAttention
-from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, get_logger,
+from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, fixed_rng, get_logger,
                    init_distributed, model_name, set_seed)
 
 
@@ -605,20 +605,24 @@ class Trainer:
         return self.model.locator.std if M > 1 or self.eval_std is None else self.eval_std
 
     @paddle.no_grad()
-    def evaluate(self, loader, M=1, passes=1, std=None):
+    def evaluate(self, loader, M=1, passes=1, std=None, seed=None):
         """Mean loss, accuracy (%) and #correct over `passes` passes through a loader (each
         with its own location samples), M samples per image at the policy std `std`
-        (None: policy_std(M), as testing does)."""
+        (None: policy_std(M), as testing does). With a `seed`, pass p draws its samples
+        from seed + p (on rank r of W, seed + p * W + r), the same draws on every call,
+        and leaves the training run's random stream where it was."""
         self.model.eval()
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
         train_std = self.model.locator.std
         self.model.locator.std = self.policy_std(M) if std is None else std
         try:
-            for _ in range(passes):
-                for x, y in loader:
-                    ep = self._episode(x, y, M)
-                    loss_sum += ep.loss * x.shape[0]
-                    correct += ep.correct
+            for p in range(passes):
+                with (contextlib.nullcontext() if seed is None
+                      else fixed_rng(seed + p * self.world + self.rank)):
+                    for x, y in loader:
+                        ep = self._episode(x, y, M)
+                        loss_sum += ep.loss * x.shape[0]
+                        correct += ep.correct
         finally:
             self.model.locator.std = train_std
         loss_sum, correct = self._sum_over_ranks(loss_sum, correct)
@@ -725,7 +729,7 @@ class Trainer:
                     # At the epoch's training std unless --valid_std: validating at the
                     # test's --eval_std gave no better model in run X (README).
                     val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes,
-                                                         c.valid_std or std)
+                                                         c.valid_std or std, c.valid_seed)
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and

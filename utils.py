@@ -1,4 +1,5 @@
 """Small shared helpers: errors, names, seeding, device and thread set-up, logging, plots."""
+import contextlib
 import functools
 import logging
 import os
@@ -39,7 +40,7 @@ ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimps
 TRAIN_KEYS = ("batch_size", "init_lr", "locator_lr_scale", "lr_factor", "lr_patience",
               "lr_cooldown", "train_patience", "weight_decay", "ema_decay", "shift", "std_factor",
               "reinforce_weight", "reinforce_core", "valid_size", "valid_passes", "valid_std",
-              "random_seed", "M")
+              "valid_seed", "random_seed", "M")
 
 
 def model_name(config):
@@ -65,6 +66,22 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     paddle.seed(seed)
+
+
+@contextlib.contextmanager
+def fixed_rng(seed):
+    """Paddle's generators seeded with `seed` inside the block, and where they were outside:
+    draws made inside repeat on every entry and leave the outer stream (training's) as if
+    they had never been made."""
+    import paddle
+    cpu = paddle.base.core.default_cpu_generator()  # seed() resets it too, on any device
+    saved_cpu, saved_device = cpu.get_state(), paddle.get_rng_state()
+    paddle.seed(seed)
+    try:
+        yield
+    finally:
+        paddle.set_rng_state(saved_device)
+        cpu.set_state(saved_cpu)
 
 
 def cpu_info():
