@@ -189,6 +189,9 @@ def check_config(config):
          f"--valid_std must be > 0 (got {config.valid_std})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
     need(config.valid_passes >= 1, f"--valid_passes must be >= 1 (got {config.valid_passes})")
+    for name in ("random_seed", "valid_seed"):
+        seed = getattr(config, name)
+        need(seed is None or 0 <= seed < 2 ** 32, f"--{name} must be in [0, 2**32) (got {seed})")
     need(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1) (got {config.ema_decay})")
     need(config.batch_size >= 1, f"--batch_size must be >= 1 (got {config.batch_size})")
     for name in ("loc_hidden", "glimpse_hidden", "hidden_size"):

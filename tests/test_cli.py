@@ -333,6 +333,33 @@ def test_validation_passes_average_independent_passes(tiny_data, tmp_path):
     assert float(loss3) == pytest.approx(sum(losses) / 3, rel=1e-6)
 
 
+def test_seeded_validation_repeats_its_draws_and_spares_the_training_stream(tiny_data, tmp_path):
+    """evaluate(seed=s): the same result on every call whatever came before (pass p draws
+    from s + p, so 2 passes are the single passes on s and s + 1), and the training run's
+    generator goes on as if no validation had drawn from it (--valid_seed)."""
+    from data_loader import get_test_loader
+    from trainer import Trainer
+    from utils import set_seed
+    config = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path)])
+    trainer = Trainer(config, "cpu")
+    loader = get_test_loader(str(tiny_data), 64)
+    set_seed(5)
+    first = trainer.evaluate(loader, passes=2, seed=11)
+    after_seeded = paddle.randn([4]).numpy()
+    set_seed(6)
+    assert trainer.evaluate(loader, passes=2, seed=11) == first
+    single = [trainer.evaluate(loader, seed=s) for s in (11, 12)]
+    assert single[0][2] + single[1][2] == first[2]
+    assert float(first[0]) == pytest.approx((float(single[0][0]) + float(single[1][0])) / 2,
+                                            rel=1e-6)
+    assert float(single[0][0]) != float(single[1][0])
+    set_seed(5)
+    np.testing.assert_array_equal(after_seeded, paddle.randn([4]).numpy())
+    set_seed(5)
+    trainer.evaluate(loader)  # unseeded: it draws from the training stream
+    assert not np.array_equal(after_seeded, paddle.randn([4]).numpy())
+
+
 def test_training_validates_with_valid_passes(tiny_data, tmp_path):
     """The logged validation accuracy is a mean over --valid_passes passes of the 60 images:
     with 7 passes a multiple of 100 / 420, and (for this seed) not one of 100 / 60."""
@@ -344,6 +371,21 @@ def test_training_validates_with_valid_passes(tiny_data, tmp_path):
     assert len(accs) == 2
     assert all(abs(a * 4.2 - round(a * 4.2)) < 0.022 for a in accs), accs  # log: 2 decimals
     assert not all(abs(a * 0.6 - round(a * 0.6)) < 0.004 for a in accs), accs
+
+
+def test_valid_seed_keeps_validation_out_of_the_training_run(tiny_data, tmp_path):
+    """With --valid_seed, how many validation passes run does not change training (before
+    the lr schedule reacts to them): epoch 2 trains alike after 1 or 3 passes."""
+    def epoch_2(passes, *flags):
+        run = tmp_path / f"{passes}{''.join(flags)}"
+        res = run_main(train_args(tiny_data, run / "ckpt", run, "--epochs", "2", "--plot_freq",
+                                  "0", "--valid_passes", passes, *flags), cwd=tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        line = [line for line in log_of(run / "logs").splitlines() if line.startswith("epoch 2/2")]
+        return line[0].split("|")[2]  # train loss and accuracy
+
+    assert epoch_2("1", "--valid_seed", "3") == epoch_2("3", "--valid_seed", "3")
+    assert epoch_2("1") != epoch_2("3")
 
 
 def test_lr_cooldown_waits_after_a_cut(tiny_data, tmp_path):
