@@ -462,7 +462,8 @@ class Trainer:
                 f"std={config.std}; pass the ones it was trained with (the reference "
                 f"implementation's published model: --std 0.05)")
         if state is not None and config.is_train:
-            stored = state.get("config") or {}
+            # Files from before --valid_seed validated on fresh draws, its `none`.
+            stored = {"valid_seed": None, **(state.get("config") or {})}
             changed = [f"{k} {getattr(config, k)} (checkpoint: {stored[k]})" for k in TRAIN_KEYS
                        if k in stored and stored[k] != getattr(config, k)]
             if changed:

@@ -92,6 +92,20 @@ def test_train_keys_are_flags():
     assert all(k in config for k in TRAIN_KEYS + ARCH_KEYS)
 
 
+def test_resuming_a_file_from_before_valid_seed_says_it_validated_on_fresh_draws(
+        tiny_run, tiny_data, ckpt_copy, tmp_path):
+    path = ckpt_copy / f"{NAME}_ckpt1.pdparams"
+    state = load(path)
+    del state["config"]["valid_seed"]
+    paddle.save(state, str(path))
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
+                              "--last_epoch", "1", "--epochs", "2", "--lr_patience", "0"),
+                   cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ("other training flags than the checkpoint's: valid_seed 1 (checkpoint: None)"
+            in log_of(tmp_path / "logs"))
+
+
 def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_path):
     res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
                               "--last_epoch", "1", "--epochs", "3"), cwd=tmp_path)
