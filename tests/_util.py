@@ -77,6 +77,11 @@ def acc_lines(text):
     return [(int(c), int(n), float(a), float(e)) for c, n, a, e in TEST_ACC_RE.findall(text)]
 
 
+def log_line(log_text, prefix):
+    """The first line of a log that starts with `prefix` (e.g. "epoch 2/2")."""
+    return next(line for line in log_text.splitlines() if line.startswith(prefix))
+
+
 def epoch_lines(log_text):
     """[(epoch, total, lr)] for every 'epoch N/M | lr X std S |' line of a log."""
     return [(int(e), int(t), float(lr)) for e, t, lr in EPOCH_RE.findall(log_text)]

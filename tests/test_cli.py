@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import MAIN, acc_lines, cli_env, epoch_lines, run_main
+from _util import MAIN, acc_lines, cli_env, epoch_lines, log_line, run_main
 from config import EVAL_STD, get_config
 from trainer import load_model
 from utils import ARCH_KEYS, TRAIN_KEYS
@@ -318,10 +318,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
     b = load(split / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
     for key in a:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
-    line = [line for line in (straight / "logs" / f"{NAME}.log").read_text().splitlines()
-            if line.startswith("epoch 2/2")][0]
-    again = [line for line in (split / "logs" / f"{NAME}.log").read_text().splitlines()
-             if line.startswith("epoch 2/2")][0]
+    line, again = (log_line(log_of(d / "logs"), "epoch 2/2") for d in (straight, split))
     assert line.split("|")[:4] == again.split("|")[:4]  # lr, train and val metrics
     assert "other training flags" not in (split / "logs" / f"{NAME}.log").read_text()
 
@@ -396,8 +393,7 @@ def test_valid_seed_keeps_validation_out_of_the_training_run(tiny_data, tmp_path
         res = run_main(train_args(tiny_data, run / "ckpt", run, "--epochs", "2", "--plot_freq",
                                   "0", "--valid_passes", passes, *flags), cwd=tmp_path)
         assert res.returncode == 0, res.stdout + res.stderr
-        line = [line for line in log_of(run / "logs").splitlines() if line.startswith("epoch 2/2")]
-        return line[0].split("|")[2]  # train loss and accuracy
+        return log_line(log_of(run / "logs"), "epoch 2/2").split("|")[2]  # train loss, accuracy
 
     assert epoch_2("1") == epoch_2("3")
     assert epoch_2("1", "--valid_seed", "none") != epoch_2("3", "--valid_seed", "none")

@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import run_main
+from _util import log_line, run_main
 from test_cli import NAME, load, train_args
 from trainer import WeightAverage, build_model
 from config import get_config
@@ -77,10 +77,8 @@ def test_training_keeps_the_average_and_resumes_it_exactly(tiny_data, tmp_path):
     differ = [k for k in a["model_state"] if not np.array_equal(
         np.asarray(a["model_state"][k]), np.asarray(a["raw_state"][k]))]
     assert len(differ) == len(a["model_state"])
-    val = [line.split("|")[3] for line in (straight / "logs" / f"{NAME}.log").read_text()
-           .splitlines() if line.startswith("epoch 2/2")]
-    again = [line.split("|")[3] for line in (split / "logs" / f"{NAME}.log").read_text()
-             .splitlines() if line.startswith("epoch 2/2")]
+    val, again = (log_line((d / "logs" / f"{NAME}.log").read_text(), "epoch 2/2").split("|")[3]
+                  for d in (straight, split))
     assert val == again
 
 
