@@ -20,7 +20,7 @@ def str2bool(v):
 
 
 def seed_or_none(v):
-    if v is None or v.lower() == "none":
+    if v.lower() == "none":
         return None
     try:
         return int(v)
