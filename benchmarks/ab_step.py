@@ -56,13 +56,15 @@ for line in sys.stdin:
 
 
 class Worker:
-    """One version of the code in its own process: window(steps) -> seconds for them."""
+    """A script in its own process, driven over a pipe: each request line gets back one line
+    of numbers (for ab_step, seconds for a window of steps). `code` runs as `python -c code
+    *argv` in `cwd`; it prints "ready" when set up. Its stderr goes to scratch/stderr.txt."""
 
-    def __init__(self, root, data_dir, batch, scratch):
+    def __init__(self, code, argv, scratch, cwd=None):
         os.makedirs(scratch, exist_ok=True)
         self.err = open(os.path.join(scratch, "stderr.txt"), "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, root, data_dir, str(batch), scratch],
+            [sys.executable, "-c", code, *map(str, argv)], cwd=cwd,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
         for line in self.proc.stdout:  # the Trainer logs to stdout as well
             if line.strip() == "ready":
@@ -71,12 +73,13 @@ class Worker:
             self.proc.wait()
             self.err.seek(0)
             last = (self.err.read().strip().splitlines() or ["(no output)"])[-1]
-            raise SystemExit(f"error: the step of {root} did not start: {last}")
+            raise SystemExit(f"error: the worker in {argv[0]} did not start: {last}")
 
-    def window(self, steps):
-        self.proc.stdin.write(f"{steps}\n")
+    def window(self, request):
+        """Send one request; returns the numbers of the reply line."""
+        self.proc.stdin.write(f"{request}\n")
         self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
+        return [float(v) for v in self.proc.stdout.readline().split()]
 
     def close(self):
         self.proc.stdin.close()
@@ -112,14 +115,14 @@ def main():
         git("worktree", "add", "--detach", tree, base)
         try:
             for batch in args.batch_sizes:
-                workers = {name: Worker(root, os.path.abspath(args.data_dir), batch,
-                                        os.path.join(tmp, name))
+                workers = {name: Worker(WORKER, [root, os.path.abspath(args.data_dir), batch,
+                                                 os.path.join(tmp, name)], os.path.join(tmp, name))
                            for name, root in (("base", tree), ("this", ROOT))}
                 times = {name: [] for name in workers}
                 for r in range(args.rounds + 1):  # round 0 warms both up
                     for name, worker in workers.items():
                         time.sleep(args.settle)
-                        seconds = worker.window(args.steps)
+                        seconds = worker.window(args.steps)[0]
                         if r:
                             times[name].append(seconds)
                 for worker in workers.values():

@@ -77,3 +77,59 @@ def test_time_to_accuracy_without_checkpoints_is_one_line(tmp_path):
     assert res.stderr.strip().splitlines() == [
         f"error: no epoch checkpoints ram_6_8x8_1_ckpt<N>.pdparams in {tmp_path}; point "
         "--ckpt_dir at a training run's ckpt/"]
+
+
+FAKE_REFERENCE = {
+    "config.py": """
+import argparse
+parser = argparse.ArgumentParser()
+for flag in ("--use_gpu", "--logs_dir"):
+    parser.add_argument(flag)
+parser.add_argument("--random_seed", type=int, default=1)
+parser.add_argument("--valid_size", type=float, default=0.1)
+parser.add_argument("--batch_size", type=int, default=128)
+""",
+    "trainer.py": """
+from tensorboard_logger import configure, log_value  # as the reference's does
+class Trainer:
+    def __init__(self, config, data_loader):
+        self.train_loader, self.valid_loader = data_loader
+    def train_one_epoch(self, epoch):
+        return sum(int(x.shape[0]) for x, _ in self.train_loader)
+    def validate(self, epoch):
+        return sum(int(x.shape[0]) for x, _ in self.valid_loader)
+"""}
+
+
+def test_reference_speed_runs_a_reference_checkout_beside_ours(tiny_data, tmp_path):
+    """A stand-in for the reference's checkout (its Trainer's interface, nothing learnt): both
+    workers run their windows and the epoch times turn into the time-to-accuracy ratio."""
+    for name, text in FAKE_REFERENCE.items():
+        (tmp_path / name).write_text(text)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reference_speed.py"), "--ref_dir",
+         str(tmp_path), "--images", "90", "--rounds", "1", "--data_dir", str(tiny_data)],
+        env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].endswith("; 90 training and 10 validation images a window"), lines[0]
+    assert re.match(r"reference \(batch 128\): trains [\d,]+ samples/s with its data loading, "
+                    r"[\d,]+ with the batches in memory \(its step alone\); validates [\d,]+/s; "
+                    r"an epoch [\d.]+ s", lines[1]), lines[1]
+    assert re.fullmatch(r"ours: trains [\d,]+ samples/s at batch 512 \(config.py's\), [\d,]+ at "
+                        r"batch 128; validates [\d,]+/s; an epoch [\d.]+ s", lines[2]), lines[2]
+    assert re.match(r"training speed against the reference's step alone: [\d.]+x at batch 128, "
+                    r"[\d.]+x at batch 512 \(", lines[3]), lines[3]
+    ratio = re.search(r"-> ([\d.]+)x sooner", lines[4])
+    assert ratio and re.fullmatch(r"ratio: [\d.]+", lines[5]), res.stdout
+    assert abs(float(lines[5].split()[1]) - float(ratio.group(1))) < 0.01
+
+
+def test_reference_speed_without_a_reference_checkout_is_one_line(tmp_path):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reference_speed.py"), "--ref_dir",
+         str(tmp_path)], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"error: --ref_dir {tmp_path} has no trainer.py; clone "
+        "https://github.com/MiuGod0126/RAM-Paddle and point --ref_dir at it"]
