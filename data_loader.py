@@ -39,13 +39,17 @@ FILES = {
 }
 
 
-def _find(data_dir, stem):
-    for folder in (data_dir, os.path.join(data_dir, "MNIST")):
-        for name in (stem + ".gz", stem):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                return path
-    return None
+def find_mnist(data_dir, split):
+    """Paths of split's (images, labels) idx files in data_dir or its MNIST/ subfolder,
+    gzipped or not; None for a file that is in neither."""
+    def find(stem):
+        for folder in (data_dir, os.path.join(data_dir, "MNIST")):
+            for name in (stem + ".gz", stem):
+                path = os.path.join(folder, name)
+                if os.path.isfile(path):
+                    return path
+        return None
+    return [find(stem) for stem in FILES[split]]
 
 
 def read_idx(path):
@@ -79,7 +83,7 @@ def _download(split):
 
 def load_mnist(data_dir, split):
     """Returns images [N, 28, 28] uint8 and labels [N] int64 of split 'train' or 'test'."""
-    paths = [_find(data_dir, stem) for stem in FILES[split]]
+    paths = find_mnist(data_dir, split)
     if None in paths:
         try:
             paths = _download(split)

@@ -62,6 +62,7 @@ class Worker:
 
     def __init__(self, code, argv, scratch, cwd=None):
         os.makedirs(scratch, exist_ok=True)
+        self.where = argv[0]
         self.err = open(os.path.join(scratch, "stderr.txt"), "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *map(str, argv)], cwd=cwd,
@@ -70,16 +71,23 @@ class Worker:
             if line.strip() == "ready":
                 break
         else:
-            self.proc.wait()
-            self.err.seek(0)
-            last = (self.err.read().strip().splitlines() or ["(no output)"])[-1]
-            raise SystemExit(f"error: the worker in {argv[0]} did not start: {last}")
+            self._died("did not start")
 
     def window(self, request):
         """Send one request; returns the numbers of the reply line."""
         self.proc.stdin.write(f"{request}\n")
         self.proc.stdin.flush()
-        return [float(v) for v in self.proc.stdout.readline().split()]
+        reply = self.proc.stdout.readline()
+        if not reply:
+            self._died("stopped")
+        return [float(v) for v in reply.split()]
+
+    def _died(self, what):
+        """Exit with the worker's last line of stderr (its error, usually)."""
+        self.proc.wait()
+        self.err.seek(0)
+        last = (self.err.read().strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"error: the worker in {self.where} {what}: {last}")
 
     def close(self):
         self.proc.stdin.close()

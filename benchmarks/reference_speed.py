@@ -157,9 +157,8 @@ def main():
     if not os.path.isfile(os.path.join(args.ref_dir, "trainer.py")):
         raise SystemExit(f"error: --ref_dir {args.ref_dir} has no trainer.py; clone "
                          "https://github.com/MiuGod0126/RAM-Paddle and point --ref_dir at it")
-    sys.path.insert(0, ROOT)
     import data_loader  # numpy only, no Paddle in this process
-    gz = [data_loader._find(args.data_dir, stem) for stem in data_loader.FILES["train"]]
+    gz = data_loader.find_mnist(args.data_dir, "train")
     if None in gz:
         raise SystemExit(f"error: no MNIST training files in {args.data_dir} (or its MNIST/ "
                          "subfolder); pass --data_dir")

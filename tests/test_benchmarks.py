@@ -133,3 +133,18 @@ def test_reference_speed_without_a_reference_checkout_is_one_line(tmp_path):
     assert res.stderr.strip().splitlines() == [
         f"error: --ref_dir {tmp_path} has no trainer.py; clone "
         "https://github.com/MiuGod0126/RAM-Paddle and point --ref_dir at it"]
+
+
+def test_reference_speed_names_a_failing_reference_in_one_line(tiny_data, tmp_path):
+    """A worker that dies mid-way ends the run with its own last error line."""
+    (tmp_path / "config.py").write_text(FAKE_REFERENCE["config.py"])
+    (tmp_path / "trainer.py").write_text(FAKE_REFERENCE["trainer.py"].replace(
+        "return sum(int(x.shape[0]) for x, _ in self.train_loader)",
+        "raise RuntimeError('out of patience')"))
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reference_speed.py"), "--ref_dir",
+         str(tmp_path), "--images", "90", "--rounds", "1", "--data_dir", str(tiny_data)],
+        env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"error: the worker in {tmp_path} stopped: RuntimeError: out of patience"], res.stderr
