@@ -11,11 +11,15 @@ from _util import cli_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(script, *args, timeout=300):
+    """Run benchmarks/<script> with these arguments; the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)],
+                          env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--batch_sizes", "16",
-         "--windows", "2", "--steps", "2", "--plain", "--parts", "--data_dir", str(tiny_data)],
-        env=cli_env(), capture_output=True, text=True, timeout=300)
+    res = run_benchmark("train_speed.py", "--batch_sizes", "16", "--windows", "2", "--steps",
+                        "2", "--plain", "--parts", "--data_dir", tiny_data)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.strip().splitlines()
     assert re.fullmatch(r"samples/s: \d+", lines[-1]), lines[-1]
@@ -31,11 +35,8 @@ def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
 
 def test_ab_step_pairs_windows_of_two_versions(tiny_data):
     """This checkout against its own HEAD: both workers run, the ratio is printed."""
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "ab_step.py"), "--base", "HEAD",
-         "--batch_sizes", "16", "--rounds", "2", "--steps", "2", "--settle", "0",
-         "--data_dir", str(tiny_data)],
-        env=cli_env(), capture_output=True, text=True, timeout=300)
+    res = run_benchmark("ab_step.py", "--base", "HEAD", "--batch_sizes", "16", "--rounds", "2",
+                        "--steps", "2", "--settle", "0", "--data_dir", tiny_data)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.strip().splitlines()
     assert re.fullmatch(r"ratio: [\d.]+", lines[-1]), lines[-1]
@@ -45,9 +46,7 @@ def test_ab_step_pairs_windows_of_two_versions(tiny_data):
 
 
 def test_ab_step_names_a_bad_commit_in_one_line():
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "ab_step.py"), "--base", "no-such-commit"],
-        env=cli_env(), capture_output=True, text=True, timeout=60)
+    res = run_benchmark("ab_step.py", "--base", "no-such-commit", timeout=60)
     assert res.returncode == 1
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: git rev-parse"), res.stderr
@@ -57,12 +56,10 @@ def test_ab_step_names_a_bad_commit_in_one_line():
 def test_time_to_accuracy_reads_every_epoch_checkpoint_and_the_log(tiny_run, tiny_data, flags,
                                                                    std):
     """Every epoch checkpoint at the eval std it stores (0.02, the default), or at --eval_std."""
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--ckpt_dir",
-         str(tiny_run.ckpt_dir), "--name", "ram_2_8x8_1", "--log",
-         str(tiny_run.logs_dir / "ram_2_8x8_1.log"), "--passes", "2", "--target_err", "100",
-         "--data_dir", str(tiny_data), "--batch_size", "32"] + flags,
-        env=cli_env(), capture_output=True, text=True, timeout=300)
+    res = run_benchmark("time_to_accuracy.py", "--ckpt_dir", tiny_run.ckpt_dir, "--name",
+                        "ram_2_8x8_1", "--log", tiny_run.logs_dir / "ram_2_8x8_1.log",
+                        "--passes", "2", "--target_err", "100", "--data_dir", tiny_data,
+                        "--batch_size", "32", *flags)
     assert res.returncode == 0, res.stdout + res.stderr
     rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) min \|$", res.stdout, re.M)
     assert [(e, s) for e, s, _, _ in rows] == [("1", std), ("2", std)], res.stdout
@@ -70,9 +67,7 @@ def test_time_to_accuracy_reads_every_epoch_checkpoint_and_the_log(tiny_run, tin
 
 
 def test_time_to_accuracy_without_checkpoints_is_one_line(tmp_path):
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--ckpt_dir",
-         str(tmp_path)], env=cli_env(), capture_output=True, text=True, timeout=120)
+    res = run_benchmark("time_to_accuracy.py", "--ckpt_dir", tmp_path, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"error: no epoch checkpoints ram_6_8x8_1_ckpt<N>.pdparams in {tmp_path}; point "
@@ -106,10 +101,8 @@ def test_reference_speed_runs_a_reference_checkout_beside_ours(tiny_data, tmp_pa
     workers run their windows and the epoch times turn into the time-to-accuracy ratio."""
     for name, text in FAKE_REFERENCE.items():
         (tmp_path / name).write_text(text)
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "reference_speed.py"), "--ref_dir",
-         str(tmp_path), "--images", "90", "--rounds", "1", "--data_dir", str(tiny_data)],
-        env=cli_env(), capture_output=True, text=True, timeout=300)
+    res = run_benchmark("reference_speed.py", "--ref_dir", tmp_path, "--images", "90",
+                        "--rounds", "1", "--data_dir", tiny_data)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0].endswith("; 90 training and 10 validation images a window"), lines[0]
@@ -126,9 +119,7 @@ def test_reference_speed_runs_a_reference_checkout_beside_ours(tiny_data, tmp_pa
 
 
 def test_reference_speed_without_a_reference_checkout_is_one_line(tmp_path):
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "reference_speed.py"), "--ref_dir",
-         str(tmp_path)], env=cli_env(), capture_output=True, text=True, timeout=60)
+    res = run_benchmark("reference_speed.py", "--ref_dir", tmp_path, timeout=60)
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
         f"error: --ref_dir {tmp_path} has no trainer.py; clone "
@@ -141,10 +132,8 @@ def test_reference_speed_names_a_failing_reference_in_one_line(tiny_data, tmp_pa
     (tmp_path / "trainer.py").write_text(FAKE_REFERENCE["trainer.py"].replace(
         "return sum(int(x.shape[0]) for x, _ in self.train_loader)",
         "raise RuntimeError('out of patience')"))
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "reference_speed.py"), "--ref_dir",
-         str(tmp_path), "--images", "90", "--rounds", "1", "--data_dir", str(tiny_data)],
-        env=cli_env(), capture_output=True, text=True, timeout=300)
+    res = run_benchmark("reference_speed.py", "--ref_dir", tmp_path, "--images", "90",
+                        "--rounds", "1", "--data_dir", tiny_data)
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
         f"error: the worker in {tmp_path} stopped: RuntimeError: out of patience"], res.stderr
