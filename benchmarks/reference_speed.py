@@ -25,8 +25,8 @@ epoch costs once (the reference's loaders start 4 processes each) weighs more:
   batch 128, the reference's.
 
 Reported (medians over the rounds): samples/s of each, the seconds of a whole epoch (training
-plus validation) of each, and the time to accuracy: the reference's `--ref_epochs` (141, its
-first epoch at 1.3% validation error, its README's log) against our `--our_epochs` (190, run
+plus validation) of each, and the time to accuracy: the reference's `--ref_epochs` (141, the
+issue's count of its epochs to 1.3% validation error) against our `--our_epochs` (190, run
 D's first at 1.12%, logs/time_to_accuracy.log), both at the epoch times measured here, once
 with the reference's whole epoch and once with its step alone plus its validation. Last
 line: `ratio: R`, the time-to-accuracy ratio against the reference's whole epoch.
@@ -131,7 +131,8 @@ for epoch, _ in enumerate(sys.stdin):
     for phase in ("train", "valid", "train_128"):
         tic = time.perf_counter()
         if phase == "valid":
-            trainer.evaluate(valid, c.M, c.valid_passes, trainer.model.locator.std, c.valid_seed)
+            trainer.evaluate(valid, c.M, c.valid_passes, c.valid_std or trainer.model.locator.std,
+                             c.valid_seed)
         else:
             loader = train if phase == "train" else train_128
             loader.set_epoch(epoch)
