@@ -12,9 +12,10 @@ own worker process (benchmarks/ab_step.py's Worker), and the driver asks them in
 window each, `--rounds` times after a warm-up round; the one waiting blocks on a pipe. Both
 get this project's CPU environment (utils.tune_cpu_env: MKL on every core, OpenMP at one
 thread, MKL_DEBUG_CPU_TYPE for MKL's fast kernels on AMD), which makes the reference's step
-faster than its own default does. A window is one epoch: `--images` training images (default all 54,000) and a
-ninth as many validation images (6,000). Fewer images give a quick look, but then what an
-epoch costs once (the reference's loaders start 4 processes each) weighs more:
+faster than its own default does. A window is one epoch: `--images` training images (default
+all 54,000) and a ninth as many validation images (6,000). Fewer images give a quick look,
+but then what an epoch costs once (the reference's loaders start 4 processes each) weighs
+more:
 
 - reference: its Trainer.train_one_epoch with its data pipeline (paddle.vision's MNIST with
   its transforms, a DataLoader with the 4 workers its main.py uses on a CPU), batch 128, its
