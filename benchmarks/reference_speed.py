@@ -47,10 +47,27 @@ from utils import tune_cpu_env  # noqa: E402
 
 TRAIN, VALID = 54000, 6000  # the reference's split of MNIST's 60,000 training images
 
+# Both workers start with this: serve(phases, *extra) answers each request line with the
+# seconds of every phase(epoch) in turn, then the extra values.
+SERVE = r"""
+import sys, time
+reply, sys.stdout = sys.stdout, sys.stderr  # progress bars and logs stay off the pipe
+
+
+def serve(phases, *extra):
+    print("ready", file=reply, flush=True)
+    for epoch, _ in enumerate(sys.stdin):
+        times = []
+        for phase in phases:
+            tic = time.perf_counter()
+            phase(epoch)
+            times.append(time.perf_counter() - tic)
+        print(*times, *extra, file=reply, flush=True)
+"""
+
 # Replies: training seconds, validation seconds, training seconds with the batches in memory.
-REFERENCE = r"""
-import os, sys, types
-reply, sys.stdout = sys.stdout, sys.stderr  # its progress bars and logs stay off the pipe
+REFERENCE = SERVE + r"""
+import os, types
 ref_dir, images_gz, labels_gz, n_train, scratch = sys.argv[1:6]
 n_train = int(n_train)
 sys.path.insert(0, ref_dir)
@@ -59,7 +76,6 @@ os.chdir(scratch)  # it writes ./plots/ below the working directory
 tb = types.ModuleType("tensorboard_logger")
 tb.configure = tb.log_value = lambda *args, **kwargs: None
 sys.modules.setdefault("tensorboard_logger", tb)
-import time
 import numpy as np
 import paddle
 from paddle.io import DataLoader, Subset
@@ -90,28 +106,23 @@ class InMemory(list):  # the same batches, loaded once: what its step costs on i
 
 
 in_memory = InMemory(loaders[0])
-print("ready", file=reply, flush=True)
-for epoch, _ in enumerate(sys.stdin):
-    times = []
-    for phase in ("train", "valid", "step"):
-        tic = time.perf_counter()
-        if phase == "valid":
-            trainer.validate(epoch)
-        else:
-            trainer.train_loader = in_memory if phase == "step" else loaders[0]
-            trainer.train_one_epoch(epoch)
-        times.append(time.perf_counter() - tic)
-    print(*times, file=reply, flush=True)
+
+
+def train_on(loader):
+    def phase(epoch):
+        trainer.train_loader = loader
+        trainer.train_one_epoch(epoch)
+    return phase
+
+
+serve([train_on(loaders[0]), trainer.validate, train_on(in_memory)])
 """
 
 # Replies: training seconds, validation seconds, training seconds at batch 128, the batch size.
-OURS = r"""
-import sys
-reply, sys.stdout = sys.stdout, sys.stderr
+OURS = SERVE + r"""
 root, data_dir, n_train, scratch = sys.argv[1:5]
 n_train = int(n_train)
 sys.path.insert(0, root)
-import time
 import data_loader
 from config import get_config
 from trainer import Trainer
@@ -126,20 +137,21 @@ train, train_128 = (data_loader.make_loader(images[train_idx], labels[train_idx]
                                              shuffle=True, seed=c.random_seed)
                     for batch in (c.batch_size, 128))
 valid = data_loader.make_loader(images[valid_idx], labels[valid_idx], c.batch_size)
-print("ready", file=reply, flush=True)
-for epoch, _ in enumerate(sys.stdin):
-    times = []
-    for phase in ("train", "valid", "train_128"):
-        tic = time.perf_counter()
-        if phase == "valid":
-            trainer.evaluate(valid, c.M, c.valid_passes, c.valid_std or trainer.model.locator.std,
-                             c.valid_seed)
-        else:
-            loader = train if phase == "train" else train_128
-            loader.set_epoch(epoch)
-            trainer.train_one_epoch(loader)
-        times.append(time.perf_counter() - tic)
-    print(*times, c.batch_size, file=reply, flush=True)
+
+
+def train_on(loader):
+    def phase(epoch):
+        loader.set_epoch(epoch)
+        trainer.train_one_epoch(loader)
+    return phase
+
+
+def validate(epoch):
+    trainer.evaluate(valid, c.M, c.valid_passes, c.valid_std or trainer.model.locator.std,
+                     c.valid_seed)
+
+
+serve([train_on(train), validate, train_on(train_128)], c.batch_size)
 """
 
 
