@@ -136,27 +136,35 @@ class Retina:
 
     def _padded_image(self, x):
         """For the last x seen (like the summed-area table: T glimpses share one padding):
-        x with g zero pixels on every side, flattened to [B, C*(H+2g)*(W+2g)]; and the GEMM
-        [2, g*g] and constant [g*g] that turn a centre (col, row) into the flat index of
-        each sharp-patch pixel. Everything but the padded image is cached per input shape."""
+        x zero-padded and flattened to [B, C*L], each channel laid out as `lead` zeros, then
+        the H rows at stride Wp = W + r, each followed by r zeros, then r*Wp zeros, where
+        r = g - g//2 >= g//2 is the patch's reach past its centre. Reading row i, col j at
+        lead + i*Wp + j, a column left of the image lands in the previous row's zeros and
+        one right of it in the row's own, so one gap per row pads both sides (half the
+        copying of a frame on every side). Also the GEMM [2, g*g] and constant [g*g] that
+        turn a centre (col, row) into the flat index of each sharp-patch pixel. Everything
+        but the padded image is cached per input shape."""
         if self._padded is None or self._padded[0] is not x:
             key = (tuple(x.shape), x.dtype)
+            B, C, H, W = x.shape
+            g = self.g
+            r = g - g // 2
+            Wp, lead = W + r, (g // 2) * (W + r + 1)
             if key not in self._pad_consts:
-                B, C, H, W = x.shape
-                g, Wp = self.g, W + 2 * self.g
-                # Pixel (i, j) of the patch is (g - g//2 + i) * Wp + (g - g//2 + j) past the
-                # centre's own (row * Wp + col).
-                corner = (g - g // 2) * (Wp + 1)
-                offsets = [corner + i * Wp + j for i in range(g) for j in range(g)]
+                # Patch pixel (i, j) sits at lead + (row - g//2 + i) * Wp + (col - g//2 + j),
+                # which is (row * Wp + col) + i * Wp + j: lead is g//2 rows and columns.
+                offsets = [i * Wp + j for i in range(g) for j in range(g)]
                 self._pad_consts[key] = (
-                    paddle.zeros([B, C, H, g], dtype=x.dtype),                   # left, right
-                    paddle.zeros([B, C, g, Wp], dtype=x.dtype),                  # top, bottom
+                    paddle.zeros([B * C * H, r], dtype=x.dtype),                 # row gaps
+                    paddle.zeros([B * C, lead], dtype=x.dtype),                  # top
+                    paddle.zeros([B * C, r * Wp], dtype=x.dtype),                # bottom
                     paddle.to_tensor([[1.0] * g * g, [float(Wp)] * g * g], dtype=x.dtype),
                     paddle.to_tensor(offsets, dtype=x.dtype))
-            side, top, *index_consts = self._pad_consts[key]
-            # Two concats: Paddle's CPU pad kernel is several times slower.
-            flat = paddle.concat([top, paddle.concat([side, x, side], axis=3), top], axis=2)
-            self._padded = (x, flat.reshape([x.shape[0], -1]), *index_consts)
+            gap, top, bottom, *index_consts = self._pad_consts[key]
+            # Concats: Paddle's CPU pad kernel is several times slower.
+            rows = paddle.concat([x.reshape([B * C * H, W]), gap], axis=1)       # [B*C*H, Wp]
+            flat = paddle.concat([top, rows.reshape([B * C, H * Wp]), bottom], axis=1)
+            self._padded = (x, flat.reshape([B, -1]), *index_consts)
         return self._padded[1:]
 
     def _sharp_patch(self, x, l):
@@ -164,8 +172,8 @@ class Retina:
         the image: one gather from the padded image, no clamping or masking. A centre lies in
         [0, size] (l is clipped to [-1, 1]), so the patch stays inside the padding.
 
-        The flat index of patch pixel (i, j), (row + g - g//2 + i) * (W + 2g) + col + g - g//2
-        + j, is one small GEMM on the floored centre: float32 holds these integers exactly.
+        The flat index of patch pixel (i, j), (row + i) * Wp + col + j (see _padded_image), is
+        one small GEMM on the floored centre: float32 holds these integers exactly.
         (An int64 broadcast add of row and pixel offsets costs several times more.)
         """
         B, C, H, W = x.shape
