@@ -140,8 +140,8 @@ class Retina:
         the H rows at stride Wp = W + r, each followed by r zeros, then r*Wp zeros, where
         r = g - g//2 >= g//2 is the patch's reach past its centre. Reading row i, col j at
         lead + i*Wp + j, a column left of the image lands in the previous row's zeros and
-        one right of it in the row's own, so one gap per row pads both sides (half the
-        copying of a frame on every side). Also the GEMM [2, g*g] and constant [g*g] that
+        one right of it in the row's own, so one gap per row pads both sides (less to copy
+        than a frame of g on every side). Also the GEMM [2, g*g] and constant [g*g] that
         turn a centre (col, row) into the flat index of each sharp-patch pixel. Everything
         but the padded image is cached per input shape."""
         if self._padded is None or self._padded[0] is not x:

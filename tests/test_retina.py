@@ -87,6 +87,15 @@ def test_matches_naive_on_arange(H, W, g, k, s):
     np.testing.assert_allclose(phi, naive_glimpses(x, l, g, k, s), rtol=1e-6, atol=1e-3)
 
 
+@pytest.mark.parametrize("g", [8, 7])
+def test_sharp_patch_at_the_edges_of_28x28(g):
+    """The reference configuration's patch (and an odd side) reaches g//2 and g - g//2 pixels
+    past the image at the corners: every pixel of the padding must read zero."""
+    x = arange_image(28, 28, B=len(LOCS), offset=1.0)  # no pixel of the image is zero
+    l = np.asarray(LOCS, dtype=np.float32)
+    np.testing.assert_array_equal(foveate(x, l, g, 1, 2), naive_glimpses(x, l, g, 1, 2))
+
+
 def test_two_channels_patch_major_then_channel():
     H = W = 8
     x = np.concatenate([arange_image(H, W), -arange_image(H, W)], axis=1)   # [1, 2, 8, 8]
