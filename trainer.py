@@ -631,6 +631,17 @@ class Trainer:
         correct = int(round(correct))
         return loss_sum / n, 100.0 * correct / n, correct
 
+    def validate(self, loader):
+        """An epoch's validation, as train runs it: mean loss and accuracy (%) over
+        --valid_passes passes, with the averaged weights if --ema_decay."""
+        c = self.config
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
+            # At the epoch's training std unless --valid_std: validating at the test's
+            # --eval_std gave no better model in run X (README).
+            loss, acc, _ = self.evaluate(loader, c.M, c.valid_passes,
+                                         c.valid_std or self.model.locator.std, c.valid_seed)
+        return loss, acc
+
     def _sum_over_ranks(self, *values):
         """Python floats of the values ([] tensors or numbers), each summed over the ranks."""
         if self.world == 1:
@@ -726,11 +737,7 @@ class Trainer:
                 lr, std = self.optimizer.get_lr(), self.model.locator.std
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
-                with self.ema.applied() if self.ema else contextlib.nullcontext():
-                    # At the epoch's training std unless --valid_std: validating at the
-                    # test's --eval_std gave no better model in run X (README).
-                    val_loss, val_acc, _ = self.evaluate(valid_loader, c.M, c.valid_passes,
-                                                         c.valid_std or std, c.valid_seed)
+                val_loss, val_acc = self.validate(valid_loader)
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and

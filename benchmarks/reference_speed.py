@@ -21,7 +21,7 @@ more:
   its transforms, a DataLoader with the 4 workers its main.py uses on a CPU), batch 128, its
   defaults; then its Trainer.validate. And its step alone: train_one_epoch over the same
   batches already in memory, its most favourable figure.
-- ours: Trainer.train_one_epoch and Trainer.evaluate, as Trainer.train runs them in an epoch,
+- ours: Trainer.train_one_epoch and Trainer.validate, as Trainer.train runs them in an epoch,
   with the defaults of config.py (batch 512, one validation pass); and train_one_epoch at
   batch 128, the reference's.
 
@@ -146,12 +146,8 @@ def train_on(loader):
     return phase
 
 
-def validate(epoch):
-    trainer.evaluate(valid, c.M, c.valid_passes, c.valid_std or trainer.model.locator.std,
-                     c.valid_seed)
-
-
-serve([train_on(train), validate, train_on(train_128)], c.batch_size)
+serve([train_on(train), lambda epoch: trainer.validate(valid), train_on(train_128)],
+      c.batch_size)
 """
 
 
