@@ -742,7 +742,7 @@ class Trainer:
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and
                     # validation see steadier fixations. (On MNIST this did not lower the
-                    # M=1 error: README, tuning runs H and I.)
+                    # M=1 error: runs H and I in logs/tuning/README.md.)
                     self.model.locator.std *= c.std_factor
                 secs = time.time() - tic
                 self.epoch += 1
