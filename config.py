@@ -2,6 +2,10 @@
 import argparse
 
 from data_loader import DATASETS, default_clutter
+from model import FIRST_FIXATIONS
+from modules import CoreNetwork
+
+CORES = CoreNetwork.KINDS
 from utils import RamError
 
 # The policy std of testing with M = 1, chosen on the validation set: of 0.1 (the training
@@ -61,6 +65,9 @@ g.add_argument("--glimpse_hidden", type=int, default=128, help="hidden size of t
 g = group("Core Network Params")
 g.add_argument("--num_glimpses", type=int, default=6, help="# glimpses, i.e. BPTT iterations")
 g.add_argument("--hidden_size", type=int, default=256, help="hidden size of the core RNN")
+g.add_argument("--core", choices=CORES, default="rnn",
+               help="core network: rnn (ReLU RNN, the paper's), irnn (the same, recurrent "
+                    "weights initialised to the identity), lstm")
 
 g = group("Reinforce Params")
 g.add_argument("--std", type=float, default=0.1,
@@ -69,7 +76,8 @@ g.add_argument("--std_factor", type=float, default=1.0,
                help="each lr reduction multiplies the std by this too (1: fixed std, as in the "
                     "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--eval_std", type=float, default=None,
-               help="std of the location policy when testing with M = 1: the policy's mean "
+               help="std of the location policy when testing with M = 1 (0: the policy's mean "
+                    "itself, one deterministic trajectory): the policy's mean "
                     "fixations with less noise around them than --std's exploration err less "
                     "(see README). Validation, and M > 1, sample at the training std. "
                     "Default: %g when training from scratch (saved in its checkpoints); when "
@@ -97,6 +105,17 @@ g.add_argument("--reinforce_core", type=str2bool, default=False,
                     "paper's objective); False: only the location network (the reference)")
 g.add_argument("--reinforce_weight", type=float, default=0.01,
                help="weight of the REINFORCE term in the hybrid loss")
+g.add_argument("--first_fixation", choices=FIRST_FIXATIONS, default="random",
+               help="where the first glimpse looks: uniformly random (the reference), the "
+                    "image centre, or learned (the location network applied to h_0 = 0, "
+                    "trained by REINFORCE like every other fixation)")
+g.add_argument("--rollouts", type=int, default=1,
+               help="training: each image is seen this many times per step, each copy its own "
+                    "episode with its own location samples (less variance in REINFORCE; a "
+                    "step costs this many times as much)")
+g.add_argument("--baseline", choices=("learned", "loo"), default="learned",
+               help="the REINFORCE baseline: the baseline network b_t(h_t) (learned), or the "
+                    "mean reward of the same image's other rollouts (loo, needs --rollouts >= 2)")
 
 g = group("Data Params")
 g.add_argument("--dataset", choices=DATASETS, default="mnist",
@@ -140,6 +159,8 @@ g.add_argument("--lr_cooldown", type=int, default=0,
 g.add_argument("--train_patience", type=int, default=50,
                help="epochs without a better validation accuracy before training stops")
 g.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay of Adam")
+g.add_argument("--clip_grad", type=float, default=0.0,
+               help="clip the gradient of all parameters to this global L2 norm (0: no clipping)")
 g.add_argument("--ema_decay", type=float, default=0.0,
                help="validate, keep and test an exponential moving average of the weights, "
                     "updated every step with this decay (e.g. 0.999); 0: the raw weights")
@@ -194,8 +215,13 @@ def check_config(config):
     need(0 < config.lr_factor < 1, f"--lr_factor must be in (0, 1) (got {config.lr_factor})")
     need(config.std > 0, f"--std must be > 0 (got {config.std})")
     need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")
-    need(config.eval_std is None or config.eval_std > 0,
-         f"--eval_std must be > 0 (got {config.eval_std})")
+    need(config.eval_std is None or config.eval_std >= 0,
+         f"--eval_std must be >= 0 (got {config.eval_std})")
+    need(config.rollouts >= 1, f"--rollouts must be >= 1 (got {config.rollouts})")
+    need(config.baseline != "loo" or config.rollouts >= 2,
+         f"--baseline loo compares an image's rollouts; it needs --rollouts >= 2 "
+         f"(got {config.rollouts})")
+    need(config.clip_grad >= 0, f"--clip_grad must be >= 0 (got {config.clip_grad})")
     need(config.valid_std is None or config.valid_std > 0,
          f"--valid_std must be > 0 (got {config.valid_std})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")

@@ -2,7 +2,7 @@
 
 A rollout of T glimpses on images x [B, C, H, W]:
 
-    l_0 ~ U(-1, 1)^2, h_0 = 0
+    h_0 = 0;  l_0 ~ U(-1, 1)^2 (random), l_0 = (0, 0) (centre), or l_0 ~ pi(. | h_0) (learned)
     for t in 1..T:  g_t = sensor(x, l_{t-1});  h_t = rnn(g_t, h_{t-1})
                     l_t, log_pi_t = locator(h_t);  b_t = baseliner(h_t)
     log p(y | x) = classifier(h_T)
@@ -13,61 +13,87 @@ import paddle.nn as nn
 from modules import (ActionNetwork, BaselineNetwork, CoreNetwork, GlimpseNetwork,
                      LocationNetwork)
 
+FIRST_FIXATIONS = ("random", "centre", "learned")
+
 
 class RecurrentAttention(nn.Layer):
     """Args: g patch size, k patches per glimpse, s scale between patches, c image channels,
     h_g / h_l hidden sizes of the glimpse network, std of the location policy, hidden_size of
-    the core RNN, num_classes; reinforce_core lets the REINFORCE gradient reach the core and
-    glimpse networks (default: the locator reads a detached h_t, as in the reference)."""
+    the core, num_classes; reinforce_core lets the REINFORCE gradient reach the core and
+    glimpse networks (default: the locator reads a detached h_t, as in the reference); core
+    one of CoreNetwork.KINDS; first_fixation one of FIRST_FIXATIONS ("learned": the location
+    network applied to h_0 = 0, a policy step of its own with its log-probability and
+    baseline)."""
 
     def __init__(self, g, k, s, c, h_g, h_l, std, hidden_size, num_classes,
-                 reinforce_core=False):
+                 reinforce_core=False, core="rnn", first_fixation="random"):
         super().__init__()
         self.hidden_size = hidden_size
+        self.first_fixation = first_fixation
         self.sensor = GlimpseNetwork(h_g, h_l, g, k, s, c)
-        self.rnn = CoreNetwork(h_g + h_l, hidden_size)
+        self.rnn = CoreNetwork(h_g + h_l, hidden_size, core)
         self.locator = LocationNetwork(hidden_size, 2, std, detach=not reinforce_core)
         self.classifier = ActionNetwork(hidden_size, num_classes)
         self.baseliner = BaselineNetwork(hidden_size, 1)
+
+    @property
+    def policy_steps_before_first_glimpse(self):
+        """1 when the first fixation is a draw of the policy (noise and log_pi get a row)."""
+        return int(self.first_fixation == "learned")
 
     def forward(self, x, l_t_prev, h_t_prev, last=False, noise=None):
         """One glimpse, as in the reference.
 
         Args:
-            x: [B, C, H, W]; l_t_prev: [B, 2]; h_t_prev: [B, hidden_size];
-            noise: optional [B, 2] standard-normal draw for the location policy.
+            x: [B, C, H, W]; l_t_prev: [B, 2]; h_t_prev: [B, state_size], the core's state
+            (h_{t-1} itself for the RNN cores); noise: optional [B, 2] standard-normal draw
+            for the location policy.
         Returns:
-            (h_t [B, hidden], l_t [B, 2], b_t [B], log_pi [B]), with log_probas [B, classes]
-            inserted before log_pi when last=True.
+            (state_t [B, state_size], l_t [B, 2], b_t [B], log_pi [B]), with log_probas
+            [B, classes] inserted before log_pi when last=True.
         """
         g_t = self.sensor(x, l_t_prev)
-        h_t = self.rnn(g_t, h_t_prev)
+        state = self.rnn(g_t, h_t_prev)
+        h_t = self.rnn.hidden(state)
         log_pi, l_t = self.locator(h_t, noise)
         b_t = self.baseliner(h_t).squeeze(1)
         if last:
-            return h_t, l_t, b_t, self.classifier(h_t), log_pi
-        return h_t, l_t, b_t, log_pi
+            return state, l_t, b_t, self.classifier(h_t), log_pi
+        return state, l_t, b_t, log_pi
 
     def rollout(self, x, num_glimpses, l_0=None, noise=None):
         """A whole episode of num_glimpses glimpses.
 
         Args:
-            x: [B, C, H, W]; l_0: optional first fixation [B, 2];
-            noise: optional location-policy noise [num_glimpses, B, 2] (exact, repeatable runs).
+            x: [B, C, H, W]; l_0: optional first fixation [B, 2] (not with "learned");
+            noise: optional location-policy noise [P + num_glimpses, B, 2] (exact, repeatable
+            runs), P = policy_steps_before_first_glimpse.
         Returns:
-            log_probas [B, classes], log_pi [B, T], baselines [B, T], locs [T, B, 2]
+            log_probas [B, classes], log_pi [B, P + T], baselines [B, P + T], locs [T, B, 2]
             where locs[t] is where glimpse t looked (locs[0] = l_0).
         """
         B = x.shape[0]
-        h_t = paddle.zeros([B, self.hidden_size], dtype=x.dtype)
-        # The first fixation is uniform over the image, drawn from Paddle's seeded generator.
-        l_t = paddle.uniform([B, 2], dtype=x.dtype, min=-1.0, max=1.0) if l_0 is None else l_0
+        state = paddle.zeros([B, self.rnn.state_size], dtype=x.dtype)
         locs, log_pis, baselines = [], [], []
+        if self.first_fixation == "learned":
+            if l_0 is not None:
+                raise ValueError("a learned first fixation is drawn from the policy; pass noise")
+            h_0 = self.rnn.hidden(state)
+            log_pi, l_t = self.locator(h_0, None if noise is None else noise[0])
+            log_pis.append(log_pi)
+            baselines.append(self.baseliner(h_0).squeeze(1))
+            noise = None if noise is None else noise[1:]
+        elif l_0 is not None:
+            l_t = l_0
+        elif self.first_fixation == "centre":
+            l_t = paddle.zeros([B, 2], dtype=x.dtype)
+        else:  # uniform over the image, drawn from Paddle's seeded generator
+            l_t = paddle.uniform([B, 2], dtype=x.dtype, min=-1.0, max=1.0)
         for t in range(num_glimpses):
             locs.append(l_t)
             last = t == num_glimpses - 1
-            out = self(x, l_t, h_t, last=last, noise=None if noise is None else noise[t])
-            h_t, l_t, b_t, log_pi = out[0], out[1], out[2], out[-1]
+            out = self(x, l_t, state, last=last, noise=None if noise is None else noise[t])
+            state, l_t, b_t, log_pi = out[0], out[1], out[2], out[-1]
             log_pis.append(log_pi)
             baselines.append(b_t)
         return out[3], paddle.stack(log_pis, 1), paddle.stack(baselines, 1), paddle.stack(locs)

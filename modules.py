@@ -4,7 +4,7 @@ Five parts plus the REINFORCE baseline:
 
     Retina           x, l_{t-1}       -> phi          (the glimpse sensor, no parameters)
     GlimpseNetwork   x, l_{t-1}       -> g_t          (sensor + "what" and "where" layers)
-    CoreNetwork      g_t, h_{t-1}     -> h_t          (a plain ReLU RNN)
+    CoreNetwork      g_t, h_{t-1}     -> h_t          (a ReLU RNN, or an LSTM)
     LocationNetwork  h_t              -> l_t, log_pi  (Gaussian policy over the next fixation)
     ActionNetwork    h_t              -> log p(y)     (linear softmax classifier)
     BaselineNetwork  h_t              -> b_t          (value estimate that reduces variance)
@@ -281,15 +281,40 @@ class GlimpseNetwork(nn.Layer):
 
 
 class CoreNetwork(nn.Layer):
-    """h_t = relu(i2h(g_t) + h2h(h_{t-1})). forward(g_t [B, in], h_prev [B, hid]) -> [B, hid]."""
+    """The core network f_h: h_t = f_h(h_{t-1}, g_t), carrying a state [B, state_size].
 
-    def __init__(self, input_size, hidden_size):
+    kind "rnn" (the paper's, the reference's): h_t = relu(i2h(g_t) + h2h(h_{t-1})); the state
+    is h_t. "irnn": the same with h2h initialised to the identity and a zero bias (Le et
+    al., 2015), so that h_t starts by accumulating the glimpses. "lstm": i, f, o, c~ =
+    split(i2h(g_t) + h2h(h_{t-1})), c_t = sigmoid(f) c_{t-1} + sigmoid(i) tanh(c~), h_t =
+    sigmoid(o) tanh(c_t); the state is [h_t, c_t] side by side, [B, 2 * hidden].
+    forward(g_t [B, in], state_prev [B, state_size]) -> state_t; hidden(state) -> h_t [B, hid].
+    """
+
+    KINDS = ("rnn", "irnn", "lstm")
+
+    def __init__(self, input_size, hidden_size, kind="rnn"):
         super().__init__()
-        self.i2h = nn.Linear(input_size, hidden_size)
-        self.h2h = nn.Linear(hidden_size, hidden_size)
+        self.kind, self.hidden_size = kind, hidden_size
+        gates = 4 if kind == "lstm" else 1
+        self.state_size = 2 * hidden_size if kind == "lstm" else hidden_size
+        self.i2h = nn.Linear(input_size, gates * hidden_size)
+        self.h2h = nn.Linear(hidden_size, gates * hidden_size)
+        if kind == "irnn":
+            self.h2h.weight.set_value(paddle.eye(hidden_size, dtype=self.h2h.weight.dtype))
+            self.h2h.bias.set_value(paddle.zeros([hidden_size], dtype=self.h2h.bias.dtype))
 
-    def forward(self, g_t, h_t_prev):
-        return F.relu(linear_sum((self.i2h, g_t), (self.h2h, h_t_prev)))
+    def hidden(self, state):
+        return state[:, :self.hidden_size] if self.kind == "lstm" else state
+
+    def forward(self, g_t, state_prev):
+        h_prev = self.hidden(state_prev)
+        pre = linear_sum((self.i2h, g_t), (self.h2h, h_prev))
+        if self.kind != "lstm":
+            return F.relu(pre)
+        i, f, o, c_new = paddle.split(pre, 4, axis=1)
+        c_t = F.sigmoid(f) * state_prev[:, self.hidden_size:] + F.sigmoid(i) * paddle.tanh(c_new)
+        return paddle.concat([F.sigmoid(o) * paddle.tanh(c_t), c_t], axis=1)
 
 
 class LocationNetwork(nn.Layer):
@@ -301,7 +326,8 @@ class LocationNetwork(nn.Layer):
     networks, as in the paper's objective over all of the agent's parameters.
     forward(h_t [B, in], noise=None) -> (log_pi [B], l_t [B, 2]). `noise` is the
     standard-normal draw [B, 2]; pass it to make the rollout exact, leave it None to draw
-    from Paddle's seeded generator.
+    from Paddle's seeded generator. With std 0 (testing at the policy's mean) l_t = mu and
+    log_pi = 0, drawing nothing.
     """
 
     def __init__(self, input_size, output_size, std, detach=True):
@@ -314,6 +340,8 @@ class LocationNetwork(nn.Layer):
     def forward(self, h_t, noise=None):
         hidden = F.relu(linear_sum((self.fc, h_t.detach() if self.detach else h_t)))
         mu = paddle.tanh(linear_sum((self.fc_lt, hidden)))
+        if self.std == 0:  # the policy's mean: a deterministic fixation, log pi = 0
+            return paddle.zeros([mu.shape[0]], dtype=mu.dtype), mu.detach()
         if noise is None:
             noise = paddle.randn(mu.shape, dtype=mu.dtype)
         l_t = (mu + self.std * noise).detach()

@@ -40,37 +40,56 @@ class Episode(NamedTuple):
     locs: paddle.Tensor        # [T, M*B, 2] where each glimpse looked
 
 
-def rollout_loss(model, x, y, num_glimpses, M=1, reinforce_weight=0.01, l_0=None, noise=None):
+def rollout_loss(model, x, y, num_glimpses, M=1, reinforce_weight=0.01, l_0=None, noise=None,
+                 rollouts=1, baseline="learned"):
     """Run one episode on x [B, C, H, W] with labels y [B] and return its Episode.
 
-    Each image is seen M times (independent location samples); log-probabilities, baselines
-    and log_pi are averaged over the M copies, as the reference does. The hybrid loss is
-        NLL(log p(y)) + MSE(b_t, R) + reinforce_weight * mean_B sum_t -log_pi_t (R - b_t)
-    with R = 1 for a correct final classification, else 0, given at every step. l_0 [M*B, 2]
-    and noise [T, M*B, 2] make the episode exact (see RecurrentAttention.rollout).
+    Evaluation (M > 1): each image is seen M times (independent location samples);
+    log-probabilities, baselines and log_pi are averaged over the M copies, as the reference
+    does. Training (rollouts K > 1): each image is seen K times, each copy its own episode
+    with its own reward, so the REINFORCE estimate averages K trajectories per image. The
+    hybrid loss is
+        NLL(log p(y)) + MSE(b_t, R) + reinforce_weight * mean sum_t -log_pi_t (R - b_t)
+    with R = 1 for a correct final classification, else 0, given at every step; with
+    baseline="loo" the b_t of the REINFORCE term is instead the mean reward of the same
+    image's other K - 1 rollouts. l_0 [M*K*B, 2] and noise [P + T, M*K*B, 2] make the
+    episode exact (see RecurrentAttention.rollout). `correct` counts images: the mean over
+    the K rollouts.
     """
     B = x.shape[0]
-    if M > 1:
-        x = x.tile([M, 1, 1, 1])  # [M*B, C, H, W], copy m of image b at row m*B + b
+    copies = M * rollouts
+    if copies > 1:
+        x = x.tile([copies, 1, 1, 1])  # [copies*B, C, H, W], copy m of image b at row m*B + b
     log_probas, log_pi, baselines, locs = model.rollout(x, num_glimpses, l_0, noise)
-    log_probas = log_probas.reshape([M, B, -1]).mean(0)                   # [B, classes]
-    log_pi = log_pi.reshape([M, B, -1]).mean(0)                           # [B, T]
-    baselines = baselines.reshape([M, B, -1]).mean(0)                     # [B, T]
+    if M > 1:
+        log_probas = log_probas.reshape([M, B, -1]).mean(0)               # [B, classes]
+        log_pi = log_pi.reshape([M, B, -1]).mean(0)                       # [B, T]
+        baselines = baselines.reshape([M, B, -1]).mean(0)                 # [B, T]
+    if rollouts > 1:
+        y = y.tile([rollouts])
+    loss, correct, _ = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight,
+                                   loo=rollouts if baseline == "loo" else 0)
+    return Episode(loss, correct.sum() / rollouts, log_probas, locs)
 
-    loss, correct, _ = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight)
-    return Episode(loss, correct.sum(), log_probas, locs)
 
-
-def hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight):
-    """The hybrid loss of an episode, from log_probas [B, classes], log_pi [B, T] and
-    baselines [B, T]: NLL(log p(y)) + MSE(b_t, R) + reinforce_weight * mean_B sum_t
-    -log_pi_t (R - b_t), the baseline detached in the REINFORCE term.
-    Returns (loss [], correct [B] as floats, R [B, T])."""
-    correct = (log_probas.argmax(1) == y).astype(log_probas.dtype)        # [B]
-    R = correct.unsqueeze(1).expand(baselines.shape)                      # [B, T]
+def hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight, loo=0):
+    """The hybrid loss of an episode, from log_probas [N, classes], log_pi [N, T] and
+    baselines [N, T]: NLL(log p(y)) + MSE(b_t, R) + reinforce_weight * mean_N sum_t
+    -log_pi_t (R - b_t), the baseline detached in the REINFORCE term. loo = K > 1: the N rows
+    are K rollouts of N / K images (row k * N/K + i is rollout k of image i), and the
+    REINFORCE term's b_t is the mean reward of image i's other K - 1 rollouts (leave one out).
+    Returns (loss [], correct [N] as floats, R [N, T])."""
+    correct = (log_probas.argmax(1) == y).astype(log_probas.dtype)        # [N]
+    R = correct.unsqueeze(1).expand(baselines.shape)                      # [N, T]
     loss_action = F.nll_loss(log_probas, y)
     loss_baseline = F.mse_loss(baselines, R)
-    loss_reinforce = (-log_pi * (R - baselines.detach())).sum(1).mean()
+    if loo:
+        per_image = correct.reshape([loo, -1])                            # [K, N/K]
+        b = (per_image.sum(0, keepdim=True) - per_image) / (loo - 1)      # others' mean
+        b = b.reshape([-1, 1]).expand(baselines.shape)
+    else:
+        b = baselines.detach()
+    loss_reinforce = (-log_pi * (R - b)).sum(1).mean()
     return loss_action + loss_baseline + reinforce_weight * loss_reinforce, correct, R
 
 
@@ -244,16 +263,28 @@ class EpisodeLayer(nn.Layer):
     rollout_loss (the plain episode that tests and `train_speed.py --plain` compare it with).
     """
 
-    def __init__(self, model, num_glimpses, reinforce_weight, fused=True):
+    def __init__(self, model, num_glimpses, reinforce_weight, fused=True, rollouts=1,
+                 baseline="learned"):
         super().__init__()
         self.model = model
         self.num_glimpses, self.reinforce_weight = num_glimpses, reinforce_weight
-        self.fused = fused
+        # The hand-written gradient covers the reference's episode: one rollout per image, the
+        # RNN core, a random first fixation and the learned baseline.
+        self.fused = fused and fusable(model, rollouts, baseline)
+        self.rollouts, self.baseline = rollouts, baseline
 
     def forward(self, x, y, l_0=None, noise=None):
-        episode = fused_rollout_loss if self.fused else partial(rollout_loss, M=1)
-        return episode(self.model, x, y, self.num_glimpses, reinforce_weight=self.reinforce_weight,
-                       l_0=l_0, noise=noise)
+        if self.fused:
+            return fused_rollout_loss(self.model, x, y, self.num_glimpses,
+                                      reinforce_weight=self.reinforce_weight, l_0=l_0, noise=noise)
+        return rollout_loss(self.model, x, y, self.num_glimpses, 1, self.reinforce_weight, l_0,
+                            noise, self.rollouts, self.baseline)
+
+
+def fusable(model, rollouts=1, baseline="learned"):
+    """Whether _FusedEpisode computes this model's training episode."""
+    return (model.rnn.kind == "rnn" and model.first_fixation == "random" and rollouts == 1
+            and baseline == "learned")
 
 
 def atomic_save(obj, path):
@@ -301,7 +332,8 @@ def build_model(config):
     return RecurrentAttention(
         config.patch_size, config.num_patches, config.glimpse_scale, 1, config.glimpse_hidden,
         config.loc_hidden, config.std, config.hidden_size, 10,
-        reinforce_core=config.reinforce_core)
+        reinforce_core=config.reinforce_core, core=getattr(config, "core", "rnn"),
+        first_fixation=getattr(config, "first_fixation", "random"))
 
 
 def load_model_state(model, state, path, name):
@@ -337,7 +369,8 @@ def load_model(path):
     check_config(config)
     model = build_model(config)
     load_model_state(model, state, path, model_name(config))
-    model.locator.std = saved_eval_std(state) or model.locator.std
+    eval_std = saved_eval_std(state)
+    model.locator.std = model.locator.std if eval_std is None else eval_std
     model.eval()
     return model, config
 
@@ -474,7 +507,8 @@ class Trainer:
                              f"{config.batch_size // self.world} images each per global batch "
                              f"of {config.batch_size}")
         self.model = build_model(config)
-        self.net = EpisodeLayer(self.model, config.num_glimpses, config.reinforce_weight)
+        self.net = EpisodeLayer(self.model, config.num_glimpses, config.reinforce_weight,
+                                rollouts=config.rollouts, baseline=config.baseline)
         if self.world > 1:
             # Broadcasts rank 0's initial weights, then all-reduces (averages) the gradients.
             self.net = paddle.DataParallel(self.net)
@@ -486,7 +520,8 @@ class Trainer:
             patience=config.lr_patience, cooldown=config.lr_cooldown)
         self.optimizer = paddle.optimizer.Adam(
             learning_rate=self.scheduler, parameters=self._param_groups(),
-            weight_decay=config.weight_decay or None, use_multi_tensor=True)
+            weight_decay=config.weight_decay or None, use_multi_tensor=True,
+            grad_clip=nn.ClipGradByGlobalNorm(config.clip_grad) if config.clip_grad else None)
         self.ema = (WeightAverage(self.model, config.ema_decay)
                     if config.ema_decay and config.is_train else None)
         self.epoch, self.best_valid_acc, self.counter, self.elapsed = 0, 0.0, 0, 0.0

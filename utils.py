@@ -34,13 +34,14 @@ def one_line_errors(*kinds):
 # Config fields that define the network (and its input); a checkpoint stores them so that it
 # describes itself, and they must agree with the flags unless the checkpoint is adopted.
 ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimpse_hidden",
-             "num_glimpses", "hidden_size", "std", "dataset", "canvas", "clutter")
+             "num_glimpses", "hidden_size", "std", "dataset", "canvas", "clutter", "core",
+             "first_fixation")
 # Flags that change how training proceeds (not the architecture): a resumed run takes them
 # from the command line, and says where they differ from the checkpoint's.
 TRAIN_KEYS = ("batch_size", "init_lr", "locator_lr_scale", "lr_factor", "lr_patience",
               "lr_cooldown", "train_patience", "weight_decay", "ema_decay", "shift", "std_factor",
               "reinforce_weight", "reinforce_core", "valid_size", "valid_passes", "valid_std",
-              "valid_seed", "random_seed", "M")
+              "valid_seed", "random_seed", "M", "clip_grad", "rollouts", "baseline")
 
 
 def model_name(config):
