@@ -296,7 +296,7 @@ def read_paddle(path):
 def write_paddle(arrays, meta, arch, out):
     """Our checkpoint format, loadable by main.py --ckpt (which adopts the stored config)."""
     import paddle
-    from trainer import atomic_save
+    from utils import atomic_save
     atomic_save({
         "epoch": _number(meta.get("epoch"), int, 0),
         "model_state": {k: paddle.to_tensor(a) for k, a in arrays.items()},

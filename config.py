@@ -6,7 +6,7 @@ from model import FIRST_FIXATIONS
 from modules import CoreNetwork
 
 CORES = CoreNetwork.KINDS
-from utils import RamError
+from utils import RamError, available_memory
 
 # The policy std of testing with M = 1, chosen on the validation set: of 0.1 (the training
 # std), 0.05, 0.03, 0.02 and 0.01, 0.02 erred least for the model trained at 0.1 (README).
@@ -186,6 +186,9 @@ g.add_argument("--plot_dir", type=str, default="./plots/", help="where glimpse d
 g.add_argument("--use_tensorboard", type=str2bool, default=False,
                help="write TensorBoard scalars (tensorboardX) under logs_dir/<model_name>")
 g.add_argument("--resume", type=str2bool, default=False, help="resume training from a checkpoint")
+g.add_argument("--overwrite", type=str2bool, default=False,
+               help="let a fresh training run replace the checkpoints of the same model that "
+                    "--ckpt_dir already holds (otherwise it refuses to start)")
 g.add_argument("--resume_lr", type=str2bool, default=True,
                help="on resume, keep the checkpoint's lr schedule (False: restart at init_lr)")
 g.add_argument("--print_freq", type=int, default=100,
@@ -236,6 +239,15 @@ def check_config(config):
     need(config.save_freq >= 1, f"--save_freq must be >= 1 (got {config.save_freq})")
     need(config.print_freq >= 1, f"--print_freq must be >= 1 (got {config.print_freq})")
     need(config.shift >= 0, f"--shift must be >= 0 (got {config.shift})")
+    warnings = []
+    if config.clutter is not None and config.dataset != "cluttered":
+        warnings.append(f"[!] --clutter applies to --dataset cluttered; ignored for {config.dataset}")
+    if not config.is_train:
+        given = [f for f in ("show_sample", "resume", "overwrite") if getattr(config, f)]
+        given += [f for f in ("rollouts", "clip_grad") if getattr(config, f) != parser.get_default(f)]
+        if given:
+            warnings.append("[!] " + ", ".join("--" + f for f in given)
+                            + " only change training; ignored when testing")
     if config.dataset == "mnist":
         config.canvas, config.clutter = 28, 0
         need(config.shift < 28, f"--shift {config.shift} moves the 28x28 digits off the "
@@ -252,7 +264,13 @@ def check_config(config):
     image_size = config.canvas
     need(config.valid_size > 0 or not config.is_train,
          "--valid_size 0 leaves nothing to validate on; training needs e.g. --valid_size 0.1")
-    warnings = []
+    # A batch of canvases, the retina's float64 summed-area table and its padded copy: about
+    # 32 bytes a pixel. Say so before allocating instead of failing inside Paddle.
+    need_bytes, have = 32 * config.batch_size * image_size ** 2, available_memory()
+    need(have is None or need_bytes < have,
+         f"--canvas {image_size} needs about {need_bytes / 2 ** 30:.1f} GiB per batch of "
+         f"{config.batch_size} images, more than the {(have or 0) / 2 ** 30:.1f} GiB of memory "
+         "available; use a smaller --canvas or --batch_size")
     widest = config.patch_size * config.glimpse_scale ** (config.num_patches - 1)
     if widest > 4 * image_size:
         warnings.append(f"[!] the widest patch is {widest}x{widest} pixels on a {image_size}x"

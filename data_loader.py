@@ -26,6 +26,7 @@ MEAN, STD = 0.1307, 0.3081
 VALID_SEED, TEST_SEED = 20140624, 20141208  # fixed evaluation canvases (any run, any machine)
 PIECE = 8                                   # side of a clutter piece, as in the paper
 DATASETS = ("mnist", "translated", "cluttered")
+NUM_CLASSES = 10
 
 
 def default_clutter(canvas):
@@ -52,16 +53,23 @@ def find_mnist(data_dir, split):
     return [find(stem) for stem in FILES[split]]
 
 
-def read_idx(path):
-    """Parse one idx file (images [N, H, W] uint8 or labels [N] uint8), checking its header."""
+def read_idx(path, ndim=None):
+    """Parse one idx file (images [N, H, W] uint8 or labels [N] uint8), checking its header;
+    `ndim` (3 images, 1 labels) is the kind of file expected."""
     try:
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
         raise RamError(f"cannot read MNIST file {path} ({e}); delete it and download it again")
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8 or raw[3] not in (1, 3):
-        raise RamError(f"{path} is not an MNIST idx file (bad header); replace it with the "
-                       "original download")
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    kinds = {0x801: "labels", 0x803: "images"}
+    if len(raw) < 8 or magic not in kinds or (ndim is not None and magic != 0x800 + ndim):
+        want = {1: "0x00000801 (labels)", 3: "0x00000803 (images)"}.get(
+            ndim, "0x00000801 or 0x00000803")
+        got = "no header" if magic is None else f"magic number 0x{magic:08x}" + (
+            f" ({kinds[magic]})" if magic in kinds else "")
+        raise RamError(f"{path} is not the MNIST idx file expected: {got}, expected {want}; "
+                       "replace it with the original download")
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     expected = 4 + 4 * ndim + int(np.prod(dims))
@@ -92,7 +100,10 @@ def load_mnist(data_dir, split):
             raise RamError(f"MNIST {split} files not found in {os.path.abspath(data_dir)} (or its "
                            f"MNIST/ subfolder) and the download failed ({type(e).__name__}); put "
                            f"{names} there or pass --data_dir") from None
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1)
+    if len(labels) and labels.max() >= NUM_CLASSES:
+        raise RamError(f"{paths[1]} holds label {int(labels.max())}, outside the digits 0..9 "
+                       f"(at index {int(labels.argmax())}); replace it with the original download")
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise RamError(f"MNIST {split} files disagree: {paths[0]} has shape {images.shape}, "
                        f"{paths[1]} has {labels.shape}; replace them with the original download")
@@ -206,6 +217,11 @@ class TensorLoader:
         return x, paddle.gather(self.y, idx)
 
     def __iter__(self):
+        return self.iterate()
+
+    def iterate(self, first=0):
+        """The epoch's batches from batch `first` on (resuming an interrupted epoch): the same
+        batches as a whole pass yields from there."""
         import paddle
         n = self.num_samples
         order = np.arange(n)
@@ -216,8 +232,9 @@ class TensorLoader:
             return
         order = paddle.to_tensor(order)
         start = 0
-        for size in sizes:
-            yield self._batch(order[start:start + size])
+        for j, size in enumerate(sizes):
+            if j >= first:
+                yield self._batch(order[start:start + size])
             start += size
 
 

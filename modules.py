@@ -51,8 +51,10 @@ class Retina:
 
     @staticmethod
     def pixel_floor(size, coords):
-        """denormalize, before the cast: integer-valued floats of coords' dtype."""
-        return paddle.floor(0.5 * ((coords + 1.0) * size))
+        """denormalize, before the cast: integer-valued floats of coords' dtype. A NaN
+        coordinate (weights that diverged) reads as the centre instead of indexing out of
+        the image; training reports the divergence through its loss."""
+        return paddle.floor(0.5 * ((paddle.nan_to_num(coords) + 1.0) * size))
 
     def _size(self, x, l):
         """(W, H) of x as a tensor [2] of l's dtype, copied to the device once, not per glimpse."""
@@ -312,7 +314,7 @@ class CoreNetwork(nn.Layer):
         pre = linear_sum((self.i2h, g_t), (self.h2h, h_prev))
         if self.kind != "lstm":
             return F.relu(pre)
-        i, f, o, c_new = paddle.split(pre, 4, axis=1)
+        i, f, o, c_new = paddle.chunk(pre, 4, axis=1)
         c_t = F.sigmoid(f) * state_prev[:, self.hidden_size:] + F.sigmoid(i) * paddle.tanh(c_new)
         return paddle.concat([F.sigmoid(o) * paddle.tanh(c_t), c_t], axis=1)
 

@@ -42,7 +42,7 @@ import sys
 
 import numpy as np
 
-from utils import RamError, one_line_errors
+from utils import RamError, check_not_pretrained, one_line_errors
 
 DPI = 80                 # every figure is saved at this dpi: pixel sizes are deterministic
 PANEL = 2.25             # inches per image in an animation frame (180 px at 80 dpi)
@@ -549,9 +549,9 @@ def build_parser():
         description="Plot RAM's glimpses (from the trainer's dumps or by running a checkpoint) "
                     "and its learning curves. Writes GIF + PNG (and MP4 if ffmpeg is on PATH).",
         epilog="Examples: python plot_glimpses.py --plot_dir plots/ram_6_8x8_1/ --epoch 10 | "
-               "python plot_glimpses.py --ckpt ckpt/ram_6_8x8_1_model_best.pdparams --out "
-               "plots/ram_6_8x8_1 | python plot_glimpses.py --curves logs/ram_6_8x8_1.log | "
-               "python plot_glimpses.py --compare logs/ram_6_8x8_1.log "
+               "python plot_glimpses.py --ckpt ckpt/pretrained/ram_6_8x8_1_model_best.pdparams "
+               "| python plot_glimpses.py --curves logs/pretrained/ram_6_8x8_1.log | "
+               "python plot_glimpses.py --compare logs/pretrained/ram_6_8x8_1.log "
                "logs/tuning/ram_6_8x8_1_runH.log")
     mode = p.add_argument_group("mode (exactly one)")
     mode.add_argument("--plot_dir", help="dump mode: the folder holding g_<epoch>.p and "
@@ -598,6 +598,8 @@ def main(argv=None):
                      "--compare")
     if args.frame_ms < 1:
         parser.error(f"--frame_ms must be >= 1 (got {args.frame_ms})")
+    if args.out:
+        check_not_pretrained(args.out if args.ckpt else os.path.dirname(args.out) or ".", "--out")
     if args.curves:
         stem = os.path.splitext(os.path.basename(args.curves))[0]
         written = [plot_curves(args.curves,

@@ -29,8 +29,9 @@ from tqdm import tqdm
 import data_loader
 from config import EVAL_STD, check_config, get_config
 from model import RecurrentAttention
-from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, check_batch_split, fixed_rng, get_logger,
-                   init_distributed, model_name, set_seed)
+from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, check_batch_split,
+                   check_not_pretrained, ensure_dir, fixed_rng, get_logger, init_distributed,
+                   model_name, remove_stale_temporaries, set_seed)
 
 
 class Episode(NamedTuple):
@@ -287,18 +288,6 @@ def fusable(model, rollouts=1, baseline="learned"):
             and baseline == "learned")
 
 
-def atomic_save(obj, path):
-    """paddle.save to a temporary file beside `path`, then rename: no half-written checkpoint."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        paddle.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:  # interrupted mid-write: leave the old file, and no stray temporary
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def load_checkpoint_file(path):
     """Read a checkpoint dict, turning every failure into one RamError line."""
     if not os.path.isfile(path):
@@ -310,17 +299,53 @@ def load_checkpoint_file(path):
     try:
         state = paddle.load(path)
     except Exception as e:
+        if _is_torch_file(path):
+            raise RamError(f"{path} is a PyTorch checkpoint; convert it first with python "
+                           f"align.py --torch_ckpt {path} --out <file>.pdparams") from None
         raise RamError(f"cannot read checkpoint {path}: corrupt or not a Paddle file "
                        f"({type(e).__name__}); use another checkpoint") from None
     if not isinstance(state, dict) or "model_state" not in state:
-        raise RamError(f"{path} is not a RAM checkpoint (no 'model_state'); use a file written "
-                       "by main.py or converted by align.py")
+        hint = (f"it looks like a PyTorch file: convert it with python align.py --torch_ckpt "
+                f"{path} --out <file>.pdparams" if _is_torch_file(path) else
+                "use a file written by main.py or converted by align.py")
+        raise RamError(f"{path} is not a RAM checkpoint (no 'model_state'); {hint}")
+    bad = [k for k, v in state["model_state"].items()
+           if not np.isfinite(np.asarray(v.numpy() if hasattr(v, "numpy") else v)).all()]
+    if bad:
+        raise RamError(f"checkpoint {path} has non-finite weights (NaN or inf in {', '.join(bad[:3])}"
+                       f"{' ...' if len(bad) > 3 else ''}): it was saved after training diverged; "
+                       "use an earlier checkpoint")
     return state
+
+
+def _is_torch_file(path):
+    """PyTorch's format: a zip archive with a data.pkl, or a .pth/.pt name."""
+    import zipfile
+    if path.endswith((".pth", ".pt")):
+        return True
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+# The reference implementation's published checkpoint stores weights alone; it was trained
+# with these (its README and config.py), so a file without a config is read with them.
+REFERENCE_ARCH = {"patch_size": 8, "glimpse_scale": 1, "num_patches": 1, "loc_hidden": 128,
+                  "glimpse_hidden": 128, "num_glimpses": 6, "hidden_size": 256, "std": 0.05,
+                  "dataset": "mnist", "canvas": 28, "clutter": 0, "core": "rnn",
+                  "first_fixation": "random"}
+
+
+def stored_config(state):
+    """The config a checkpoint was written with; REFERENCE_ARCH for the reference's files."""
+    return state.get("config") or dict(REFERENCE_ARCH)
 
 
 def adopt_arch(config, state):
     """Copy the architecture stored in a checkpoint (if any) onto config; returns what changed."""
-    stored = state.get("config") or {}
+    stored = stored_config(state)
     diff = [k for k in ARCH_KEYS if k in stored and stored[k] != getattr(config, k, None)]
     for k in diff:
         setattr(config, k, stored[k])
@@ -476,24 +501,43 @@ class Trainer:
         self.is_main = self.rank == 0
         if self.world > 1 and config.is_train:
             check_batch_split(config.batch_size, self.world)
+        self.lock = None
+        if config.is_train and self.is_main:
+            self._prepare_output_dirs()
         state = None
         if config.resume or not config.is_train:
             state = load_checkpoint_file(self.checkpoint_path())
-            self._check_or_adopt_arch(state)
+            adopted = self._check_or_adopt_arch(state)
         self.name = model_name(config)
-        if self.is_main:
-            os.makedirs(config.logs_dir, exist_ok=True)
-        self.logger = get_logger("ram", os.path.join(config.logs_dir, self.name + ".log")
-                                 if self.is_main else None, console=self.is_main)
+        if config.is_train and not config.resume and self.is_main:
+            self._refuse_to_clobber()
+        # A test run keeps its own log: training logs hold training alone.
+        log_file = os.path.join(config.logs_dir, self.name + ("" if config.is_train else "_test")
+                                + ".log")
+        if not config.is_train:
+            try:
+                check_not_pretrained(config.logs_dir, "--logs_dir")
+                ensure_dir(config.logs_dir, "--logs_dir")
+            except RamError as e:
+                print(f"[!] {e}; the test prints to the screen only")
+                log_file = None
+        try:
+            self.logger = get_logger("ram", log_file if self.is_main else None,
+                                     console=self.is_main)
+        except OSError as e:
+            raise RamError(f"cannot write the log {log_file}: {e.strerror}; pass another "
+                           "--logs_dir") from None
         threads = f" ({os.environ.get('MKL_NUM_THREADS')} MKL threads)" if device == "cpu" else ""
         self.logger.info(f"[*] Device: {device}{threads}")
         if state is not None and not state.get("config"):
             self.logger.info(
                 f"[!] {self.checkpoint_path()} stores no config (reference format): read with the "
-                f"flags patch_size={config.patch_size} num_patches={config.num_patches} "
-                f"glimpse_scale={config.glimpse_scale} num_glimpses={config.num_glimpses} "
-                f"std={config.std}; pass the ones it was trained with (the reference "
-                f"implementation's published model: --std 0.05)")
+                "reference implementation's hyperparameters " + " ".join(
+                    f"{k}={REFERENCE_ARCH[k]}" for k in ("patch_size", "num_patches",
+                                                         "glimpse_scale", "num_glimpses", "std")))
+        elif state is not None and adopted:
+            self.logger.info(f"[*] Read with the checkpoint's own " + ", ".join(
+                f"{k}={v}" for k, v in adopted.items()) + " (the flags differ)")
         if state is not None and config.is_train:
             # Files from before --valid_seed validated on fresh draws, its `none`.
             stored = {"valid_seed": None, **(state.get("config") or {})}
@@ -526,6 +570,8 @@ class Trainer:
                     if config.ema_decay and config.is_train else None)
         self.epoch, self.best_valid_acc, self.counter, self.elapsed = 0, 0.0, 0, 0.0
         self._stop_requested = False  # set by Ctrl-C / SIGTERM while training
+        self._in_step, self._progress = False, None
+        self.position, self.last_good = None, None
         # The flag, else the checkpoint's, else the default for a fresh run; None (files from
         # before --eval_std) tests at the training std, as those files were.
         self.eval_std = (config.eval_std if config.eval_std is not None
@@ -564,13 +610,45 @@ class Trainer:
         return max(epochs, default=0)
 
     def _check_or_adopt_arch(self, state):
-        """--ckpt adopts the checkpoint's architecture; otherwise the flags must match it."""
+        """Testing, --ckpt and the reference's files adopt the checkpoint's architecture;
+        resuming by --ckpt_dir needs flags that match it. Returns what was adopted."""
         flags, path = {k: getattr(self.config, k) for k in ARCH_KEYS}, self.checkpoint_path()
         diff = adopt_arch(self.config, state)
-        if diff and not self.config.ckpt:
+        if diff and self.config.is_train and self.config.ckpt is None and state.get("config"):
+            for k in diff:
+                setattr(self.config, k, flags[k])
             raise RamError(f"checkpoint {path} was trained with " + ", ".join(
-                f"{k}={getattr(self.config, k)} (flags: {flags[k]})" for k in diff)
+                f"{k}={stored_config(state)[k]} (flags: {flags[k]})" for k in diff)
                 + f"; pass matching flags, or --ckpt {path} to adopt its architecture")
+        return {k: getattr(self.config, k) for k in diff}
+
+    def _prepare_output_dirs(self):
+        """Before training writes anything: the folders exist and take files, none of them is
+        a shipped one, no other run holds the checkpoint folder, and no temporary of a killed
+        run is left in it. A plot folder that takes no files only costs the plots."""
+        c = self.config
+        for flag in ("--ckpt_dir", "--logs_dir", "--plot_dir"):
+            check_not_pretrained(getattr(c, flag[2:]), flag)
+        ensure_dir(c.ckpt_dir, "--ckpt_dir")
+        ensure_dir(c.logs_dir, "--logs_dir")
+        try:
+            ensure_dir(c.plot_dir, "--plot_dir")
+        except RamError as e:
+            print(f"[!] {e}; training goes on without plots")
+        self.lock = RunLock(c.ckpt_dir)
+        for name in remove_stale_temporaries(c.ckpt_dir):
+            print(f"[*] Removed {os.path.join(c.ckpt_dir, name)}, left by a run that was killed")
+
+    def _refuse_to_clobber(self):
+        """A fresh run never overwrites another run's checkpoints unless --overwrite True."""
+        stem = os.path.join(self.config.ckpt_dir, self.name)
+        have = sorted(glob.glob(stem + "_model_best.pdparams") + glob.glob(stem + "_ckpt*.pdparams")
+                      + glob.glob(stem + "_interrupted.pdparams"))
+        if have and not self.config.overwrite:
+            shown = ", ".join(os.path.basename(p) for p in have[:3]) + (" ..." if len(have) > 3 else "")
+            raise RamError(f"{self.config.ckpt_dir} already holds checkpoints of {self.name} "
+                           f"({shown}); continue that run with --resume=True, train into another "
+                           "--ckpt_dir, or replace them with --overwrite True")
 
     def _restore(self, state):
         load_model_state(self.model, state, self.checkpoint_path(), self.name)
@@ -584,6 +662,10 @@ class Trainer:
         self.best_valid_acc = float(state.get("best_valid_acc", 0.0))
         self.counter = int(state.get("counter", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+        # An interrupted epoch: the batches it had done and its running sums (resume from
+        # the next batch). None at an epoch boundary.
+        self.position = state.get("position") if self.config.is_train else None
+        self.last_good = self.checkpoint_path() if self.config.is_train else None
         if self.config.is_train and self.world == 1 and state.get("rng_state"):
             # Location noise continues where it stopped: resuming is bit-identical to never
             # having stopped. (Several ranks keep their own per-rank streams instead.)
@@ -595,9 +677,11 @@ class Trainer:
                 optim["LR_Scheduler"] = self.scheduler.state_dict()
             self.optimizer.set_state_dict(optim)
 
-    def save_checkpoint(self, best=False, interrupted=False):
+    def save_checkpoint(self, best=False, position=None):
         """Write the training state atomically: the best model, epoch checkpoint `self.epoch`,
-        or, after Ctrl-C, `{name}_interrupted` (mid-epoch weights; never over a clean file)."""
+        or, with the `position` inside an interrupted epoch, `{name}_interrupted` (never over
+        a clean file). Weights that are not finite are never written."""
+        self._check_finite_weights()
         state = {
             "epoch": self.epoch,
             "model_state": self.model.state_dict(),
@@ -618,16 +702,47 @@ class Trainer:
             state.update(model_state=self.ema.state_dict(), raw_state=self.model.state_dict(),
                          ema_steps=self.ema.steps)
         path = self.checkpoint_path(best=best, epoch=self.epoch)
-        if interrupted:
+        if position is not None:
+            state["position"] = position
             path = os.path.join(self.config.ckpt_dir, self.name + "_interrupted.pdparams")
         atomic_save(state, path)
+        if not best:
+            self.last_good = path
         return path
 
+    def _check_finite_weights(self):
+        bad = [k for k, p in self.model.state_dict().items() if not bool(paddle.isfinite(p).all())]
+        if bad:
+            self._diverged(f"weights of {', '.join(bad[:3])} are not finite")
+
+    def _diverged(self, what, batch=None):
+        """Stop training with one line: what diverged, where, and what is left on disk."""
+        where = f"epoch {self.epoch + 1}" + (f", batch {batch}" if batch else "")
+        best = self.checkpoint_path(best=True)
+        kept = [p for p in (self.last_good, best) if p and os.path.isfile(p)]
+        kept = (f"the last good checkpoints are {', '.join(dict.fromkeys(kept))}" if kept
+                else "no checkpoint had been saved before it")
+        raise RamError(f"training diverged ({what}, {where}); nothing was saved from it and "
+                       f"{kept}; lower --init_lr (now {self.config.init_lr:g}) or set "
+                       "--clip_grad, e.g. 5")
+
+    def _check_loss(self, loss_sum, seen, batch=None):
+        """The mean loss so far, as a float, or a divergence error when it is not finite or
+        has exploded (a sane hybrid loss is a few units; 1e6 is far past any of them)."""
+        mean = float(loss_sum) / max(seen, 1)
+        if not math.isfinite(mean) or abs(mean) > 1e6:
+            self._diverged(f"the training loss is {mean:.3g}", batch)
+        return mean
+
     def save_params_json(self):
-        os.makedirs(self.config.ckpt_dir, exist_ok=True)
         path = os.path.join(self.config.ckpt_dir, self.name + "_params.json")
-        with open(path, "w") as f:
-            json.dump(vars(self.config), f, indent=2, sort_keys=True)
+        try:
+            with open(path + f".tmp{os.getpid()}", "w") as f:
+                json.dump(vars(self.config), f, indent=2, sort_keys=True)
+            os.replace(path + f".tmp{os.getpid()}", path)
+        except OSError as e:
+            raise RamError(f"cannot write {path}: {e.strerror}; free space or pass another "
+                           "--ckpt_dir") from None
 
     # ---------------------------------------------------------------- loops
     def _episode(self, x, y, M=1):
@@ -697,39 +812,55 @@ class Trainer:
         return ep
 
     def train_one_epoch(self, loader):
-        """One pass over the training loader; returns mean loss and accuracy (%)."""
+        """One pass over the training loader; returns mean loss and accuracy (%). A resumed
+        interrupted epoch (self.position) starts at its next batch with its running sums."""
         self.model.train()
-        loss_sum, correct = paddle.zeros([]), paddle.zeros([])
-        seen = 0
+        pos, self.position = self.position or {}, None
+        start = int(pos.get("batches", 0))
+        loss_sum = paddle.to_tensor(np.asarray(pos.get("loss_sum", 0.0), dtype="float32"))
+        correct = paddle.to_tensor(np.asarray(pos.get("correct", 0.0), dtype="float32"))
+        seen = int(pos.get("seen", 0))
         dump = (self.is_main and self.config.plot_freq
                 and (self.epoch + 1) % self.config.plot_freq == 0)
-        with tqdm(total=loader.local_samples, desc=f"epoch {self.epoch + 1}", file=sys.stdout,
-                  leave=False, mininterval=1.0, dynamic_ncols=True,
+        with tqdm(total=loader.local_samples, initial=seen, desc=f"epoch {self.epoch + 1}",
+                  file=sys.stdout, leave=False, mininterval=1.0, dynamic_ncols=True,
                   disable=not self.is_main) as bar:
-            for i, (x, y) in enumerate(loader):
+            for i, (x, y) in enumerate(loader.iterate(start), start):
                 self._stop_if_requested()
+                self._in_step = True
                 ep = self.train_step(x, y)
                 B = x.shape[0]
                 loss_sum += ep.loss.detach() * B
                 correct += ep.correct
                 seen += B
+                self._in_step = False
+                # What an interruption after this batch saves to resume from the next one.
+                self._progress = {"batches": i + 1, "loss_sum": loss_sum, "correct": correct,
+                                  "seen": seen}
                 if dump and i == 0:
                     self.dump_glimpses(x, ep.locs)
                 bar.update(B)
                 if (i + 1) % self.config.print_freq == 0:  # the only host sync in the loop
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
-                                    acc=f"{100 * correct.item() / seen:.2f}")
+                    mean = self._check_loss(loss_sum, seen, i + 1)
+                    bar.set_postfix(loss=f"{mean:.3f}", acc=f"{100 * correct.item() / seen:.2f}")
+        self._progress = None
         # With several ranks, padding may repeat a few samples: average over what was seen.
         loss_sum, correct, seen = self._sum_over_ranks(loss_sum, correct, seen)
+        self._check_loss(loss_sum, seen)
         return loss_sum / seen, 100.0 * correct / seen
 
     def dump_glimpses(self, x, locs):
-        """Save 9 images [9, H, W] and their fixations [T, 9, 2] for plot_glimpses.py."""
+        """Save 9 images [9, H, W] and their fixations [T, 9, 2] for plot_glimpses.py; a
+        failure to write them is a warning, never the end of training."""
         folder = os.path.join(self.config.plot_dir, self.name)
-        os.makedirs(folder, exist_ok=True)
-        for prefix, value in (("g", x[:9, 0]), ("l", locs[:, :9])):
-            with open(os.path.join(folder, f"{prefix}_{self.epoch + 1}.p"), "wb") as f:
-                pickle.dump(value.numpy(), f)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            for prefix, value in (("g", x[:9, 0]), ("l", locs[:, :9])):
+                with open(os.path.join(folder, f"{prefix}_{self.epoch + 1}.p"), "wb") as f:
+                    pickle.dump(value.numpy(), f)
+        except OSError as e:
+            self.logger.info(f"[!] Glimpses of epoch {self.epoch + 1} not saved in {folder}: "
+                             f"{e.strerror}; training goes on")
 
     def _request_stop(self, signum, frame):
         """Ctrl-C or SIGTERM while training: stop at the end of the current step. Raising at
@@ -746,6 +877,9 @@ class Trainer:
 
     def train(self, train_loader, valid_loader):
         c = self.config
+        if self.epoch >= c.epochs:
+            raise RamError(f"--epochs {c.epochs} is not above the {self.epoch} epochs the checkpoint "
+                           f"has done; pass a larger total, e.g. --epochs {self.epoch + 100}")
         train_loader.shard(self.rank, self.world, pad=True)
         valid_loader.shard(self.rank, self.world, pad=False)
         main = self.is_main
@@ -763,9 +897,10 @@ class Trainer:
         if c.use_tensorboard and main:
             from tensorboardX import SummaryWriter
             writer = SummaryWriter(os.path.join(c.logs_dir, self.name))
+        resumed_at = f", from batch {self.position['batches'] + 1}" if self.position else ""
         self.logger.info(f"[*] {self.name} on {self.device}: train on {train_loader.num_samples}, "
                          f"validate on {valid_loader.num_samples} images, "
-                         f"epochs {self.epoch + 1}..{c.epochs}")
+                         f"epochs {self.epoch + 1}..{c.epochs}{resumed_at}")
         try:
             while self.epoch < c.epochs:
                 train_loader.set_epoch(self.epoch)
@@ -773,6 +908,8 @@ class Trainer:
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
                 val_loss, val_acc = self.validate(valid_loader)
+                if not math.isfinite(val_loss):
+                    self._diverged(f"the validation loss is {val_loss:.3g}")
                 self.scheduler.step(val_acc)
                 if self.optimizer.get_lr() < lr:
                     # Exploration shrinks with the step size, so late training and
@@ -805,16 +942,32 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             if main:
-                path = self.save_checkpoint(interrupted=True)
-                self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1}: saved {path}; "
-                                 f"resume with: python main.py --resume=True --ckpt {path}")
+                self._save_interrupted()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             if writer:
                 writer.close()
+            if self.lock:
+                self.lock.release()
         if main:
             self.plot_curves()
+
+    def _save_interrupted(self):
+        """After Ctrl-C: the training state and the position inside the epoch, so that a
+        resumed run goes on from the next batch exactly as if never stopped."""
+        if self._in_step:  # a second Ctrl-C inside a step: the weights are half-updated
+            self.logger.info(f"\n[!] Stopped inside a step of epoch {self.epoch + 1}; nothing "
+                             f"saved from it (last checkpoint: {self.last_good or 'none'})")
+            return
+        p = self._progress
+        position = {"batches": 0, "loss_sum": 0.0, "correct": 0.0, "seen": 0} if p is None else {
+            "batches": p["batches"], "loss_sum": p["loss_sum"].numpy(),
+            "correct": p["correct"].numpy(), "seen": p["seen"]}
+        path = self.save_checkpoint(position=position)
+        self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1} after batch "
+                         f"{position['batches']}: saved {path}; resume with: python main.py "
+                         f"--resume=True --ckpt {path}")
 
     def plot_curves(self):
         """Learning curves of this model's log (all runs, resumed ones included) as a PNG."""
@@ -823,7 +976,7 @@ class Trainer:
         out = os.path.join(self.config.plot_dir, self.name + "_curves.png")
         try:
             self.logger.info(f"[*] Learning curves: {plot_curves(log, out)}")
-        except RamError as e:  # no finished epoch yet: nothing to draw, nothing lost
+        except (RamError, OSError) as e:  # nothing to draw, or nowhere: nothing lost
             self.logger.info(f"[!] No learning curves: {e}")
 
     def test(self, test_loader):
@@ -833,6 +986,11 @@ class Trainer:
         self.logger.info(f"[*] Evaluated {test_loader.num_samples} images (M={self.config.M}, "
                          f"std {self.policy_std(self.config.M):.3g}) "
                          f"in {time.time() - tic:.1f}s")
+        c = self.config
+        self.logger.info(f"[*] Checkpoint {self.checkpoint_path()}: epoch {self.epoch}, "
+                         f"{self.name}, std {self.model.locator.std:g}, core {c.core}, "
+                         f"first fixation {c.first_fixation}, dataset {c.dataset} "
+                         f"{c.canvas}x{c.canvas}" + (f" with {c.clutter} pieces" if c.clutter else ""))
         self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
                          f"({acc:.2f}% - {100 - acc:.2f}%)")
         return acc

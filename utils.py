@@ -4,6 +4,7 @@ import functools
 import logging
 import os
 import random
+import re
 import sys
 
 import numpy as np
@@ -42,6 +43,127 @@ TRAIN_KEYS = ("batch_size", "init_lr", "locator_lr_scale", "lr_factor", "lr_pati
               "lr_cooldown", "train_patience", "weight_decay", "ema_decay", "shift", "std_factor",
               "reinforce_weight", "reinforce_core", "valid_size", "valid_passes", "valid_std",
               "valid_seed", "random_seed", "M", "clip_grad", "rollouts", "baseline")
+
+
+# The shipped models, their logs and plots: read-only to every run.
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PRETRAINED = tuple(os.path.join(ROOT, d, "pretrained") for d in ("ckpt", "logs", "plots"))
+
+
+def check_not_pretrained(path, flag):
+    """Refuse to write into a folder of shipped files (or below one)."""
+    real = os.path.realpath(path)
+    for shipped in PRETRAINED:
+        if real == os.path.realpath(shipped) or real.startswith(os.path.realpath(shipped) + os.sep):
+            raise RamError(f"{flag} {path} holds the shipped pretrained files, which runs never "
+                           f"write; pass another {flag} (e.g. the default ./{os.path.basename(os.path.dirname(shipped))})")
+
+
+def ensure_dir(path, flag):
+    """Create folder `path` if needed and check that files can be written in it: one RamError
+    naming the path and the problem otherwise (a file in the way, read-only, disk full)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise RamError(f"{flag} {path} is a file, not a folder; remove it or pass another "
+                       f"{flag}") from None
+    except OSError as e:
+        raise RamError(f"cannot create {flag} {path}: {e.strerror}; pass another {flag}") from None
+    if not os.path.isdir(path):
+        raise RamError(f"{flag} {path} is a file, not a folder; remove it or pass another {flag}")
+    probe = os.path.join(path, f".write_test.tmp{os.getpid()}")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise RamError(f"cannot write in {flag} {path}: {e.strerror}; free space, fix its "
+                       f"permissions or pass another {flag}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(probe)
+    return path
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Delete `*.tmp<pid>` files left in folder by processes that no longer run (kill -9
+    during a save); returns their names."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        m = re.search(r"\.tmp(\d+)$", name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    return removed
+
+
+def atomic_save(obj, path):
+    """paddle.save to a temporary file beside `path`, then rename: never a half-written file.
+    A failure (disk full, read-only) removes the temporary and is one RamError."""
+    import paddle
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        paddle.save(obj, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RamError(f"cannot write {path}: {e.strerror or e}; free space or pass another "
+                       "folder (the previous file, if any, is intact)") from None
+    finally:  # interrupted or failed mid-write: leave the old file, and no stray temporary
+        with contextlib.suppress(OSError):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+class RunLock:
+    """An exclusive OS lock (flock) on `<folder>/.ram.lock` holding this process's PID: one
+    training run per checkpoint folder. The kernel drops the lock when the process ends,
+    however it ends, so a file left by kill -9 locks nothing."""
+
+    def __init__(self, folder):
+        import fcntl
+        self.path = os.path.join(folder, ".ram.lock")
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise RamError(f"another training run (PID {holder}) is writing to {folder}; wait "
+                           "for it to end or pass another --ckpt_dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self):
+        if not self.file.closed:
+            self.file.close()  # closing drops the flock
 
 
 def model_name(config):

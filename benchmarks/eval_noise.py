@@ -3,7 +3,7 @@
     python benchmarks/eval_noise.py [--ckpt FILE ...] [--stds 0.05 0.01] [--seeds 1 2 3]
                                     [--split test|valid]
 
-For each checkpoint (default: every ckpt/*_model_best.pdparams), the error on its own
+For each checkpoint (default: every ckpt/pretrained/*_model_best.pdparams), the error on its own
 dataset's test set (or, with --split valid, on the validation set it was trained against:
 the place to choose config.EVAL_STD), mean and range over the seeds, with M = 1 and M = 10,
 at the std testing the file uses and at each of --stds (the policy's mean fixations
@@ -38,7 +38,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", nargs="+", default=None,
-                   help="checkpoint files (default: ckpt/*_model_best.pdparams)")
+                   help="checkpoint files (default: ckpt/pretrained/*_model_best.pdparams)")
     p.add_argument("--stds", type=float, nargs="+", default=[0.05, 0.01],
                    help="policy stds to evaluate at, besides the checkpoint's own")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -50,7 +50,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if min(args.stds) <= 0:
         p.error("--stds must all be > 0: a Gaussian policy's log-probability needs std > 0")
-    files = args.ckpt or sorted(glob.glob(os.path.join(ROOT, "ckpt", "*_model_best.pdparams")))
+    files = args.ckpt or sorted(glob.glob(os.path.join(ROOT, "ckpt", "pretrained", "*_model_best.pdparams")))
     print(f"{args.split} error (%) at each policy std, mean (min-max) over seeds {args.seeds}\n")
     print("| checkpoint | std | M=1 | M=10 |\n| --- | --: | --: | --: |")
     for path in files:

@@ -233,15 +233,16 @@ def test_test_mode_prints_one_accuracy_line(tiny_run, tiny_data, tmp_path):
     assert n == 300 and 0 <= correct <= 300
     assert acc == pytest.approx(100 * correct / 300, abs=0.006)
     assert err == pytest.approx(100 - acc, abs=0.011)
-    assert acc_lines(log_of(tmp_path / "logs")) == lines
-    assert "epoch" not in res.stdout                             # no training happened
+    assert acc_lines((tmp_path / "logs" / f"{NAME}_test.log").read_text()) == lines
+    assert not (tmp_path / "logs" / f"{NAME}.log").exists()      # training logs stay apart
+    assert not epoch_lines(res.stdout)                           # no training happened
 
 
 def test_ckpt_flag_adopts_the_stored_architecture(tiny_run, tiny_data, tmp_path):
     ckpt = tiny_run.ckpt_dir / f"{NAME}_ckpt2.pdparams"
     adopted = run_test_mode(tiny_data, tmp_path / "a", "--ckpt", ckpt, "--hidden_size", "64")
     assert adopted.returncode == 0, adopted.stdout + adopted.stderr   # flags say 6 glimpses, 64
-    assert (tmp_path / "a" / "logs" / f"{NAME}.log").is_file()        # named after the checkpoint
+    assert (tmp_path / "a" / "logs" / f"{NAME}_test.log").is_file()   # named after the checkpoint
     explicit = run_test_mode(tiny_data, tmp_path / "b", "--ckpt_dir", tiny_run.ckpt_dir,
                              "--num_glimpses", "2", "--best", "False", "--last_epoch", "2")
     assert explicit.returncode == 0, explicit.stdout + explicit.stderr
@@ -423,8 +424,8 @@ def test_locator_lr_scale_multiplies_only_the_locators_adam_steps(tiny_data, tmp
     from utils import set_seed
     moved = {}
     for scale in (1.0, 4.0):
-        config = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path,
-                                                        "--locator_lr_scale", str(scale))])
+        config = get_config([str(a) for a in train_args(tiny_data, tmp_path / f"ckpt{scale}",
+                                                        tmp_path, "--locator_lr_scale", str(scale))])
         set_seed(3)
         trainer = Trainer(config, "cpu")
         before = {k: v.numpy().copy() for k, v in trainer.model.state_dict().items()}

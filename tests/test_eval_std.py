@@ -97,11 +97,12 @@ def test_a_fresh_run_tests_at_the_default_eval_std(tmp_path):
     assert trainer.model.locator.std == 0.1
 
 
-@pytest.mark.parametrize("flag", ["--eval_std", "--valid_std"])
-def test_eval_and_valid_std_must_be_positive(tmp_path, flag):
-    res = run_main([flag, "0", "--logs_dir", tmp_path], cwd=tmp_path, timeout=60)
+@pytest.mark.parametrize("flag,value,bound", [("--eval_std", "-0.1", ">= 0"),
+                                              ("--valid_std", "0", "> 0")])
+def test_eval_and_valid_std_bounds(tmp_path, flag, value, bound):
+    res = run_main([flag, value, "--logs_dir", tmp_path], cwd=tmp_path, timeout=60)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [f"error: {flag} must be > 0 (got 0.0)"]
+    assert res.stderr.strip().splitlines() == [f"error: {flag} must be {bound} (got {float(value)})"]
 
 
 def test_eval_noise_sweeps_stds_on_the_validation_split(tiny_run, tiny_data):

@@ -1,5 +1,5 @@
 """The shipped 28x28 model: `main.py --is_train=False --best True` reproduces the test errors
-logs/eval_ram_6_8x8_1.log (and the README) report for it."""
+logs/pretrained/eval_ram_6_8x8_1.log (and the README) report for it."""
 import re
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 from _util import acc_lines, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
-LOGGED = ROOT / "logs" / "eval_ram_6_8x8_1.log"
+LOGGED = ROOT / "logs" / "pretrained" / "eval_ram_6_8x8_1.log"
 
 
 def logged_correct(seed, M):
@@ -25,7 +25,7 @@ def logged_correct(seed, M):
 def test_shipped_model_reproduces_its_logged_test_accuracy(seed, M, mnist_dir, tmp_path):
     """Three of the ten logged evaluations. Other thread counts than the log's may round a
     few fixations differently, hence +-3 images."""
-    res = run_main(["--is_train=False", "--best", "True", "--ckpt_dir", ROOT / "ckpt",
+    res = run_main(["--is_train=False", "--best", "True", "--ckpt_dir", ROOT / "ckpt" / "pretrained",
                     "--data_dir", mnist_dir, "--logs_dir", tmp_path, "--random_seed", seed,
                     "--M", M], cwd=tmp_path, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
