@@ -282,6 +282,38 @@ class EpisodeLayer(nn.Layer):
                             noise, self.rollouts, self.baseline)
 
 
+def fused_matches_model(model, x, y, num_glimpses, reinforce_weight, seed=0, tol=1e-4):
+    """Run one batch through the fused episode and through rollout_loss (the model as
+    modules.py defines it) on the same fixation draws; None if the loss and every
+    parameter's gradient agree to float rounding, else what differs. Leaves no gradient
+    behind and the training run's random stream where it was."""
+    results = []
+    with fixed_rng(seed):
+        l_0 = paddle.uniform([x.shape[0], 2], dtype=x.dtype, min=-1.0, max=1.0)
+        noise = paddle.randn([num_glimpses, x.shape[0], 2], dtype=x.dtype)
+    for episode in (fused_rollout_loss, partial(rollout_loss, M=1)):
+        model.clear_gradients(set_to_zero=False)
+        ep = episode(model, x, y, num_glimpses, reinforce_weight=reinforce_weight, l_0=l_0,
+                     noise=noise)
+        ep.loss.backward()
+        results.append((float(ep.loss), {k: None if p.grad is None else p.grad.numpy().copy()
+                                         for k, p in model.named_parameters()}))
+    model.clear_gradients(set_to_zero=False)
+    (loss_f, g_f), (loss_a, g_a) = results
+    if not math.isclose(loss_f, loss_a, rel_tol=tol, abs_tol=1e-6):
+        return f"loss {loss_f:.6g} against {loss_a:.6g}"
+    for k, ga in g_a.items():
+        gf = g_f[k]
+        if ga is None or gf is None:
+            if (ga is None) != (gf is None):
+                return f"gradient of {k}"
+            continue
+        scale = float(np.abs(ga).max()) + 1e-6
+        if float(np.abs(gf - ga).max()) > tol * scale:
+            return f"gradient of {k}"
+    return None
+
+
 def fusable(model, rollouts=1, baseline="learned"):
     """Whether _FusedEpisode computes this model's training episode."""
     return (model.rnn.kind == "rnn" and model.first_fixation == "random" and rollouts == 1
@@ -623,9 +655,8 @@ class Trainer:
         return {k: getattr(self.config, k) for k in diff}
 
     def _prepare_output_dirs(self):
-        """Before training writes anything: the folders exist and take files, none of them is
-        a shipped one, no other run holds the checkpoint folder, and no temporary of a killed
-        run is left in it. A plot folder that takes no files only costs the plots."""
+        """Before training writes anything: the folders exist and take files and none of them
+        is a shipped one. A plot folder that takes no files only costs the plots."""
         c = self.config
         for flag in ("--ckpt_dir", "--logs_dir", "--plot_dir"):
             check_not_pretrained(getattr(c, flag[2:]), flag)
@@ -635,9 +666,6 @@ class Trainer:
             ensure_dir(c.plot_dir, "--plot_dir")
         except RamError as e:
             print(f"[!] {e}; training goes on without plots")
-        self.lock = RunLock(c.ckpt_dir)
-        for name in remove_stale_temporaries(c.ckpt_dir):
-            print(f"[*] Removed {os.path.join(c.ckpt_dir, name)}, left by a run that was killed")
 
     def _refuse_to_clobber(self):
         """A fresh run never overwrites another run's checkpoints unless --overwrite True."""
@@ -880,9 +908,25 @@ class Trainer:
         if self.epoch >= c.epochs:
             raise RamError(f"--epochs {c.epochs} is not above the {self.epoch} epochs the checkpoint "
                            f"has done; pass a larger total, e.g. --epochs {self.epoch + 100}")
+        main = self.is_main
+        if main:
+            # One training run per checkpoint folder; temporaries of killed runs go.
+            self.lock = RunLock(c.ckpt_dir)
+            for name in remove_stale_temporaries(c.ckpt_dir):
+                self.logger.info(f"[*] Removed {os.path.join(c.ckpt_dir, name)}, left by a run "
+                                 "that was killed")
+        try:
+            self._train(train_loader, valid_loader)
+        finally:
+            if self.lock:
+                self.lock.release()
+
+    def _train(self, train_loader, valid_loader):
+        c, main = self.config, self.is_main
         train_loader.shard(self.rank, self.world, pad=True)
         valid_loader.shard(self.rank, self.world, pad=False)
-        main = self.is_main
+        if main:
+            self.save_params_json()
         # SIGTERM (a scheduler's kill, `kill PID`, or paddle.distributed.launch passing on
         # Ctrl-C) gets the same resumable checkpoint as Ctrl-C instead of Paddle's abort.
         # Rank 0 stops at the end of its step; the other ranks carry on meanwhile so that
@@ -891,13 +935,12 @@ class Trainer:
         previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._request_stop),
                     signal.SIGTERM: signal.signal(
                         signal.SIGTERM, self._request_stop if main else signal.SIG_IGN)}
-        if main:
-            self.save_params_json()
         writer = None
         if c.use_tensorboard and main:
             from tensorboardX import SummaryWriter
             writer = SummaryWriter(os.path.join(c.logs_dir, self.name))
         resumed_at = f", from batch {self.position['batches'] + 1}" if self.position else ""
+        self._check_fused_step(train_loader)
         self.logger.info(f"[*] {self.name} on {self.device}: train on {train_loader.num_samples}, "
                          f"validate on {valid_loader.num_samples} images, "
                          f"epochs {self.epoch + 1}..{c.epochs}{resumed_at}")
@@ -948,10 +991,24 @@ class Trainer:
                 signal.signal(signum, handler)
             if writer:
                 writer.close()
-            if self.lock:
-                self.lock.release()
         if main:
             self.plot_curves()
+
+    def _check_fused_step(self, loader):
+        """The hand-written training step stands in for modules.py's model only where it
+        computes the same loss and gradients: checked on one batch before training, which
+        falls back to autograd (one log line) where they differ, e.g. after a module changed."""
+        net = getattr(self.net, "_layers", self.net)
+        if not net.fused:
+            return
+        loader.set_epoch(self.epoch)
+        x, y = next(iter(loader))
+        differs = fused_matches_model(self.model, x[:64], y[:64], self.config.num_glimpses,
+                                      self.config.reinforce_weight, self.config.random_seed)
+        if differs:
+            net.fused = False
+            self.logger.info(f"[!] The fused training step differs from the model in modules.py "
+                             f"({differs}); training with autograd")
 
     def _save_interrupted(self):
         """After Ctrl-C: the training state and the position inside the epoch, so that a

@@ -5,6 +5,7 @@ import signal
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 import pytest
 
 from config import get_config
@@ -155,3 +156,40 @@ def test_interrupt_inside_the_fused_backward_still_saves(signum, tiny_data, tmp_
     assert saved["epoch"] == 0
     assert "[!] Interrupted in epoch 1" in (tmp_path / "logs" / "ram_2_8x8_1.log").read_text()
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+
+
+def test_training_checks_the_fused_step_against_modules_and_falls_back(tiny_data, tmp_path,
+                                                                      monkeypatch):
+    """Before training, the fused step is compared with the model of modules.py on one batch:
+    as shipped they agree and training runs fused; once a module changes (here the
+    classifier's logits are doubled), training says so and runs autograd through it."""
+    import main as main_module
+    import modules
+    from trainer import Trainer
+    used = []
+    step = Trainer.train_step
+
+    def spy(self, *a, **k):
+        used.append(self.net.fused)
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train_step", spy)
+
+    def run(work):
+        args = ["--data_dir", tiny_data, "--epochs", "1", "--batch_size", "64", "--num_glimpses",
+                "2", "--plot_freq", "0", "--ckpt_dir", work / "ckpt", "--logs_dir", work / "logs",
+                "--plot_dir", work / "plots"]
+        assert main_module.main([str(a) for a in args]) == 0
+        return (work / "logs" / "ram_2_8x8_1.log").read_text()
+
+    log = run(tmp_path / "as_shipped")
+    assert "differs from the model" not in log and used and all(used)
+    used.clear()
+
+    def doubled(self, h_t):
+        return F.log_softmax(2.0 * modules.linear_sum((self.fc, h_t)), axis=1)
+
+    monkeypatch.setattr(modules.ActionNetwork, "forward", doubled)
+    log = run(tmp_path / "changed")
+    assert "[!] The fused training step differs from the model in modules.py" in log
+    assert "training with autograd" in log and used and not any(used)

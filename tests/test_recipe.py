@@ -207,4 +207,3 @@ def test_clip_grad_bounds_the_global_norm(tiny_data, tmp_path):
     clipped = clip(pairs)
     norm = math.sqrt(sum(float((g * g).sum()) for _, g in clipped))
     assert norm == pytest.approx(0.5, rel=1e-4)
-    trainer.lock.release()
