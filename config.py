@@ -176,6 +176,9 @@ g.add_argument("--last_epoch", type=int, default=0,
                help="with --best False: the epoch checkpoint to load (0: the latest one)")
 g.add_argument("--ckpt", type=str, default=None,
                help="test or resume this checkpoint file, adopting the architecture stored in it")
+g.add_argument("--export", type=str, default=None, metavar="DIR",
+               help="write the checkpoint named by --ckpt as a Paddle Inference model of the "
+                    "whole episode (policy at its mean) into DIR, then exit")
 g.add_argument("--random_seed", type=int, default=1,
                help="seed of the data split, batch order, initial weights and location noise")
 g.add_argument("--data_dir", type=str, default="./data",

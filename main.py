@@ -1,8 +1,9 @@
 """Entry point: python main.py [--flags]; see `python main.py --help`."""
 import sys
+import time
 import warnings
 
-from utils import one_line_errors, select_device, set_seed, tune_cpu_env
+from utils import RamError, one_line_errors, select_device, set_seed, tune_cpu_env
 
 tune_cpu_env()  # before anything imports Paddle: MKL reads its environment once, at load
 # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
@@ -10,13 +11,15 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import data_loader  # noqa: E402  (after tune_cpu_env on purpose)
 from config import check_config, get_config  # noqa: E402
-from trainer import Trainer  # noqa: E402
+from trainer import Trainer, export_inference  # noqa: E402
 
 
 @one_line_errors()
 def main(argv=None):
     config = get_config(argv)
     notes = check_config(config)
+    if config.export:
+        return export(config)
     device = select_device(config.device, config.use_gpu)
     set_seed(config.random_seed)
     trainer = Trainer(config, device)  # joins the process group when launched distributed
@@ -31,6 +34,18 @@ def main(argv=None):
     else:
         trainer.test(data_loader.get_test_loader(
             config.data_dir, config.batch_size, config.dataset, config.canvas, config.clutter))
+    return 0
+
+
+def export(config):
+    if not config.ckpt:
+        raise RamError("--export needs the checkpoint to export: --ckpt FILE")
+    select_device("cpu")
+    tic = time.time()
+    for path, size in export_inference(config.ckpt, config.export):
+        print(f"[*] wrote {path} ({size / 1024:.0f} KiB)")
+    print(f"[*] exported {config.ckpt} in {time.time() - tic:.1f}s; run it with paddle.inference "
+          f"or python plot_glimpses.py --inference_dir {config.export} --image FILE")
     return 0
 
 

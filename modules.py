@@ -182,7 +182,7 @@ class Retina:
         g = self.g
         flat, weights, offsets = self._padded_image(x)
         c = self.pixel_floor(self._size(x, l), l)                           # [B, 2] (col, row)
-        idx = paddle.addmm(offsets, c, weights).astype("int64")                  # [B, g*g]
+        idx = addmm(offsets, c, weights).astype("int64")                  # [B, g*g]
         if C == 1:
             return paddle.take_along_axis(flat, idx, axis=1, broadcast=False)
         idx = idx.unsqueeze(1).expand([B, C, g * g])                             # [B, C, g*g]
@@ -243,6 +243,15 @@ class Retina:
         return pooled.transpose([0, 2, 1, 3, 4]) if C > 1 else pooled.reshape([B, -1, 1, g, g])
 
 
+def addmm(input, x, weight):
+    """input + x @ weight: one GEMM op in dygraph (training's speed); a matmul and an add in a
+    static graph (paddle.jit.save for inference), which ONNX converters know (paddle2onnx 2.1
+    has no addmm)."""
+    if paddle.in_dynamic_mode():
+        return paddle.addmm(input, x, weight)
+    return paddle.matmul(x, weight) + input
+
+
 def linear_sum(*pairs):
     """sum_i layer_i(x_i) over pairs (nn.Linear layer_i, x_i [B, in_i]) -> [B, out].
 
@@ -256,7 +265,7 @@ def linear_sum(*pairs):
         bias = bias + layer.bias
     out = bias
     for layer, x in pairs:
-        out = paddle.addmm(out, x, layer.weight)
+        out = addmm(out, x, layer.weight)
     return out
 
 

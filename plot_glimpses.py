@@ -426,6 +426,84 @@ def plot_checkpoint(args):
     return written
 
 
+# ---------------------------------------------------------------------------- your own images
+def prepare_image(path, size):
+    """An image file as the model's input: grey, size x size, light digit on a dark ground
+    (MNIST's polarity), normalised as data_loader.normalize. Returns (x [1, 1, size, size]
+    float32, note) where note says what was done; one RamError naming the file otherwise."""
+    from PIL import Image, UnidentifiedImageError
+    if not os.path.isfile(path):
+        raise RamError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise RamError(f"{path}: the file is empty")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, (w, h) = im.mode, im.size
+            if mode in ("I;16", "I;16B", "I;16L", "I") and im.getextrema()[1] > 255:
+                raise RamError(f"{path}: a 16-bit image; save it with 8 bits per channel")
+            grey = im.convert("L") if mode != "I" else im.point(lambda v: v).convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise RamError(f"{path}: not a readable image ({type(e).__name__})") from None
+    if min(w, h) < 4:
+        raise RamError(f"{path}: {w}x{h} pixels is too small to show a digit; use at least 4x4")
+    a = np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    notes = [f"{w}x{h} {mode} -> {size}x{size} grey"]
+    if border.mean() > 0.5:  # dark digit on a light ground: MNIST's is the other way round
+        a = 1.0 - a
+        notes.append("inverted (dark on light)")
+    x = ((a - MEAN) / STD)[None, None].astype(np.float32)
+    return x, ", ".join(notes)
+
+
+def classify_images(args):
+    """--image: classify each file with a checkpoint (--ckpt) or an exported model
+    (--inference_dir), print one line per image and draw its glimpses. Returns (written,
+    failures)."""
+    from utils import model_name
+    if args.inference_dir:
+        from trainer import inference_predictor, run_predictor
+        predictor, described = inference_predictor(args.inference_dir)
+        cfg = argparse.Namespace(**described["config"])
+
+        def run(x, l_0):
+            return run_predictor(predictor, x, None if cfg.first_fixation == "learned" else l_0)
+    else:
+        import paddle
+        from trainer import DeterministicEpisode, load_model
+        model, cfg = load_model(args.ckpt)
+        net = DeterministicEpisode(model, cfg.num_glimpses)
+
+        def run(x, l_0):
+            with paddle.no_grad():
+                out = net(paddle.to_tensor(x),
+                          None if cfg.first_fixation == "learned" else paddle.to_tensor(l_0))
+            return [o.numpy() for o in out]
+    g, k, s = int(cfg.patch_size), int(cfg.num_patches), int(cfg.glimpse_scale)
+    out_root = args.out or os.path.join("plots", model_name(cfg) + "_images")
+    written, failures = [], 0
+    for path in args.image:
+        try:
+            x, note = prepare_image(path, int(cfg.canvas))
+        except RamError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        # The first fixation at the image centre (unless the model learned its own).
+        log_probas, locs = run(x, np.zeros((1, 2), np.float32))
+        probs = np.exp(log_probas[0])
+        digit = int(probs.argmax())
+        print(f"{path}: {digit} (p={probs[digit]:.3f}; {note})")
+        stem = os.path.join(out_root, os.path.splitext(os.path.basename(path))[0])
+        title = [f"pred {digit} (p={probs[digit]:.2f})"]
+        frames = render_frames(x[:, 0], locs, g, k, s, title, ["#0a8a0a"])
+        written += write_animation(frames, stem + "_glimpses", args.frame_ms)
+        written.append(render_strips(x[:, 0], locs, g, k, s, stem + "_path.png", title,
+                                     ["#0a8a0a"]))
+    return written, failures
+
+
 # ---------------------------------------------------------------------------- learning curves
 def parse_log(log_file):
     """The per-epoch lines of a training log, the last occurrence of each epoch (a resumed run
@@ -556,7 +634,13 @@ def build_parser():
     mode = p.add_argument_group("mode (exactly one)")
     mode.add_argument("--plot_dir", help="dump mode: the folder holding g_<epoch>.p and "
                       "l_<epoch>.p (plots/<model_name>/); the outputs go there too")
-    mode.add_argument("--ckpt", help="checkpoint mode: run this checkpoint on test images")
+    mode.add_argument("--ckpt", help="checkpoint mode: run this checkpoint on test images "
+                      "(or, with --image, on your own)")
+    mode.add_argument("--image", nargs="+", metavar="FILE",
+                      help="classify these image files (any size, grey or colour) with --ckpt "
+                           "or --inference_dir; writes each one's glimpse animation and path")
+    mode.add_argument("--inference_dir", help="with --image: the model written by main.py "
+                      "--export instead of a checkpoint")
     mode.add_argument("--curves", metavar="LOG", help="learning curves of this training log")
     mode.add_argument("--compare", metavar="LOG", nargs="+",
                       help="validation accuracy and lr of these training logs side by side")
@@ -592,7 +676,13 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.image and not (args.ckpt or args.inference_dir):
+        parser.error("--image needs a model: --ckpt FILE or --inference_dir DIR")
+    if args.inference_dir and not args.image:
+        parser.error("--inference_dir goes with --image FILE ...")
     modes = [m for m in ("plot_dir", "ckpt", "curves", "compare") if getattr(args, m)]
+    if args.image:
+        modes = ["image"]
     if len(modes) != 1:
         parser.error("pass exactly one of --plot_dir (with --epoch), --ckpt, --curves or "
                      "--compare")
@@ -610,6 +700,11 @@ def main(argv=None):
                                   target_err=args.target_err)
         print(table)
         written = [png]
+    elif args.image:
+        written, failures = classify_images(args)
+        for path in written:
+            print(f"[*] wrote {path}")
+        return 2 if failures else 0
     elif args.ckpt:
         written = plot_checkpoint(args)
     else:

@@ -432,6 +432,80 @@ def load_model(path):
     return model, config
 
 
+class DeterministicEpisode(nn.Layer):
+    """A whole episode with the location policy at its mean, for inference:
+    forward(x [N, C, H, W] normalised as data_loader.normalize does, l_0 [N, 2]) ->
+    (log_probas [N, classes], locs [T, N, 2]). With a learned first fixation l_0 is the
+    policy's own and the layer takes x alone."""
+
+    def __init__(self, model, num_glimpses):
+        super().__init__()
+        self.model, self.num_glimpses = model, num_glimpses
+        model.locator.std = 0.0
+        model.eval()
+
+    def forward(self, x, l_0=None):
+        log_probas, _, _, locs = self.model.rollout(x, self.num_glimpses, l_0)
+        return log_probas, locs
+
+
+def export_inference(path, out_dir):
+    """Write the checkpoint at `path` as a Paddle Inference model of the whole episode
+    (paddle.jit.save: the glimpse loop unrolled in the graph) into out_dir, with
+    ram_config.json describing its input. Returns [(file, bytes)]."""
+    from paddle.static import InputSpec
+    model, config = load_model(path)  # a fresh model: its retina caches hold no tensors yet
+    check_not_pretrained(out_dir, "--export")
+    ensure_dir(out_dir, "--export")
+    net = DeterministicEpisode(model, config.num_glimpses)
+    spec = [InputSpec([None, 1, config.canvas, config.canvas], "float32", "x")]
+    if config.first_fixation != "learned":
+        spec.append(InputSpec([None, 2], "float32", "l_0"))
+    stem = os.path.join(out_dir, "inference")
+    try:
+        paddle.jit.save(net, stem, input_spec=spec)
+        described = {"checkpoint": os.path.abspath(path), "inputs": [s.name for s in spec],
+                     "image_size": config.canvas, "mean": data_loader.MEAN, "std": data_loader.STD,
+                     "outputs": ["log_probas [N, 10]", "locs [T, N, 2]"],
+                     "config": {k: getattr(config, k) for k in ARCH_KEYS}}
+        with open(os.path.join(out_dir, "ram_config.json"), "w") as f:
+            json.dump(described, f, indent=2)
+    except OSError as e:
+        raise RamError(f"cannot write the inference model in {out_dir}: {e.strerror}") from None
+    files = sorted(os.listdir(out_dir))
+    return [(os.path.join(out_dir, f), os.path.getsize(os.path.join(out_dir, f))) for f in files]
+
+
+def inference_predictor(model_dir):
+    """(predictor, ram_config dict) of a model written by export_inference, on the CPU."""
+    from paddle import inference
+    meta = os.path.join(model_dir, "ram_config.json")
+    if not os.path.isfile(meta):
+        raise RamError(f"{model_dir} holds no exported RAM model (no ram_config.json); write one "
+                       "with python main.py --export DIR --ckpt FILE")
+    with open(meta) as f:
+        described = json.load(f)
+    cfg = inference.Config(os.path.join(model_dir, "inference.json"),
+                           os.path.join(model_dir, "inference.pdiparams"))
+    cfg.disable_gpu()
+    # oneDNN's graph passes fuse the pooled patches' transposes into an op (fused_transpose)
+    # this CPU build has no kernel for; plain CPU kernels run the model.
+    cfg.disable_mkldnn()
+    cfg.disable_glog_info()
+    return inference.create_predictor(cfg), described
+
+
+def run_predictor(predictor, x, l_0=None):
+    """Run an inference predictor on x [N, 1, H, W] (and l_0 [N, 2]) numpy arrays; returns
+    (log_probas [N, classes], locs [T, N, 2])."""
+    names = predictor.get_input_names()
+    feeds = {"x": x, "l_0": l_0}
+    for name in names:
+        predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(feeds[name]))
+    predictor.run()
+    return [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
+
+
 @paddle.no_grad()
 def error_rate(model, loader, num_glimpses, M=1, seed=None):
     """Error (%) of `model` over a loader, M samples per image at the policy's current std;

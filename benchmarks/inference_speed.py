@@ -1,0 +1,111 @@
+"""Images/s of an exported Paddle Inference model against the dygraph model on the test set.
+
+    python benchmarks/inference_speed.py [--ckpt FILE] [--batch_size 512] [--repeats 3]
+
+Exports the checkpoint (default: the shipped 28x28 model) with trainer.export_inference into a
+scratch folder, then runs the 10,000 test images through both, alternately, `--repeats` times:
+
+  dygraph    trainer.DeterministicEpisode under paddle.no_grad, the episode main.py
+             --is_train=False runs (here at the policy's mean and the centre as first fixation,
+             as the exported model takes it);
+  inference  the paddle.inference predictor of the exported model (CPU), fed numpy batches.
+
+It checks that both predict the same classes, and prints the median images/s of each and
+their ratio, with the date, commit and CPU (append the output to
+logs/benchmark_inference.log).
+"""
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from utils import cpu_info, tune_cpu_env  # noqa: E402
+
+MKL_THREADS = tune_cpu_env()  # before Paddle loads, exactly as main.py
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+import data_loader  # noqa: E402
+from trainer import (DeterministicEpisode, export_inference, inference_predictor,  # noqa: E402
+                     load_model, run_predictor)
+
+
+def cpu_name():
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    name = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.startswith("Model name")), "unknown CPU")
+    return name + (", AVX-512" if "avx512f" in cpu_info()[1] else ", no AVX-512")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", default=os.path.join(ROOT, "ckpt", "pretrained",
+                                                  "ram_6_8x8_1_model_best.pdparams"))
+    p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
+    p.add_argument("--batch_size", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    paddle.set_device("cpu")
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    print(f"### {datetime.date.today()} commit {commit}, {cpu_name()}, {MKL_THREADS} MKL threads: "
+          f"python benchmarks/inference_speed.py --ckpt {os.path.relpath(args.ckpt, ROOT)} "
+          f"--batch_size {args.batch_size} --repeats {args.repeats}")
+    with tempfile.TemporaryDirectory() as scratch:
+        export_inference(args.ckpt, scratch)
+        predictor, _ = inference_predictor(scratch)
+        model, cfg = load_model(args.ckpt)
+        net = DeterministicEpisode(model, cfg.num_glimpses)
+        loader = data_loader.get_test_loader(args.data_dir, args.batch_size, cfg.dataset,
+                                             cfg.canvas, cfg.clutter)
+        batches = [(x.numpy(), y.numpy()) for x, y in loader]
+        n = sum(len(y) for _, y in batches)
+        learned = cfg.first_fixation == "learned"
+
+        def dygraph():
+            preds = []
+            with paddle.no_grad():
+                for x, _ in batches:
+                    l_0 = None if learned else paddle.zeros([len(x), 2])
+                    preds.append(net(paddle.to_tensor(x), l_0)[0].argmax(1).numpy())
+            return np.concatenate(preds)
+
+        def inference():
+            preds = []
+            for x, _ in batches:
+                l_0 = None if learned else np.zeros((len(x), 2), np.float32)
+                preds.append(run_predictor(predictor, x, l_0)[0].argmax(1))
+            return np.concatenate(preds)
+
+        times = {"dygraph": [], "inference": []}
+        preds = {}
+        for _ in range(args.repeats):
+            for name, f in (("dygraph", dygraph), ("inference", inference)):
+                tic = time.perf_counter()
+                preds[name] = f()
+                times[name].append(time.perf_counter() - tic)
+        labels = np.concatenate([y for _, y in batches])
+        same = int((preds["dygraph"] == preds["inference"]).sum())
+        for name in times:
+            rate = n / statistics.median(times[name])
+            err = 100.0 * float((preds[name] != labels).mean())
+            print(f"{name:9s} {rate:9.0f} images/s  test error {err:.2f}%")
+        ratio = statistics.median(times["dygraph"]) / statistics.median(times["inference"])
+        print(f"same predictions: {same}/{n}")
+        print(f"ratio (inference / dygraph images/s): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
