@@ -8,7 +8,8 @@ scratch folder, then runs the 10,000 test images through both, alternately, `--r
   dygraph    trainer.DeterministicEpisode under paddle.no_grad, the episode main.py
              --is_train=False runs (here at the policy's mean and the centre as first fixation,
              as the exported model takes it);
-  inference  the paddle.inference predictor of the exported model (CPU), fed numpy batches.
+  inference  the paddle.inference predictor of the exported model (CPU), fed numpy batches;
+  onnx       with --onnx, the model converted by paddle2onnx, run by onnxruntime (CPU).
 
 It checks that both predict the same classes, and prints the median images/s of each and
 their ratio, with the date, commit and CPU (append the output to
@@ -56,6 +57,7 @@ def main():
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
     p.add_argument("--batch_size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--onnx", action="store_true", help="also convert to ONNX and time onnxruntime")
     args = p.parse_args()
     paddle.set_device("cpu")
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
@@ -89,22 +91,43 @@ def main():
                 preds.append(run_predictor(predictor, x, l_0)[0].argmax(1))
             return np.concatenate(preds)
 
-        times = {"dygraph": [], "inference": []}
+        runs = [("dygraph", dygraph), ("inference", inference)]
+        if args.onnx:
+            import onnxruntime as ort
+            onnx_file = os.path.join(scratch, "ram.onnx")
+            subprocess.run(["paddle2onnx", "--model_dir", scratch, "--model_filename",
+                            "inference.json", "--params_filename", "inference.pdiparams",
+                            "--save_file", onnx_file], capture_output=True, check=True)
+            session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+
+            def onnx():
+                preds = []
+                for x, _ in batches:
+                    feed = {"x": x} if learned else {"x": x, "l_0": np.zeros((len(x), 2), np.float32)}
+                    preds.append(session.run(None, feed)[0].argmax(1))
+                return np.concatenate(preds)
+            runs.append(("onnx", onnx))
+        times = {name: [] for name, _ in runs}
         preds = {}
         for _ in range(args.repeats):
-            for name, f in (("dygraph", dygraph), ("inference", inference)):
+            for name, f in runs:
                 tic = time.perf_counter()
                 preds[name] = f()
                 times[name].append(time.perf_counter() - tic)
         labels = np.concatenate([y for _, y in batches])
-        same = int((preds["dygraph"] == preds["inference"]).sum())
+        same = {name: int((preds["dygraph"] == preds[name]).sum()) for name in preds}
         for name in times:
             rate = n / statistics.median(times[name])
             err = 100.0 * float((preds[name] != labels).mean())
             print(f"{name:9s} {rate:9.0f} images/s  test error {err:.2f}%")
         ratio = statistics.median(times["dygraph"]) / statistics.median(times["inference"])
-        print(f"same predictions: {same}/{n}")
+        for name in same:
+            if name != "dygraph":
+                print(f"same predictions as dygraph, {name}: {same[name]}/{n}")
         print(f"ratio (inference / dygraph images/s): {ratio:.2f}")
+        if "onnx" in times:
+            ratio = statistics.median(times["dygraph"]) / statistics.median(times["onnx"])
+            print(f"ratio (onnx / dygraph images/s): {ratio:.2f}")
 
 
 if __name__ == "__main__":
