@@ -23,15 +23,6 @@ def str2bool(v):
     raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
 
 
-def seed_or_none(v):
-    if v.lower() == "none":
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or none, got {v!r}") from None
-
-
 parser = argparse.ArgumentParser(
     description="Recurrent Attention Model (Mnih et al., 2014) in PaddlePaddle.",
     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -72,34 +63,21 @@ g.add_argument("--core", choices=CORES, default="rnn",
 g = group("Reinforce Params")
 g.add_argument("--std", type=float, default=0.1,
                help="initial std of the Gaussian location policy")
-g.add_argument("--std_factor", type=float, default=1.0,
-               help="each lr reduction multiplies the std by this too (1: fixed std, as in the "
-                    "paper); the current std is saved in checkpoints and used to test them")
 g.add_argument("--eval_std", type=float, default=None,
                help="std of the location policy when testing with M = 1 (0: the policy's mean "
                     "itself, one deterministic trajectory): the policy's mean "
                     "fixations with less noise around them than --std's exploration err less "
-                    "(see README). Validation, and M > 1, sample at the training std. "
+                    "(see logs/README.md). Validation, and M > 1, sample at the training std. "
                     "Default: %g when training from scratch (saved in its checkpoints); when "
                     "testing or resuming, the checkpoint's (files from before this flag, and "
                     "the reference's: their training std)" % EVAL_STD)
-g.add_argument("--valid_std", type=float, default=None,
-               help="std of the location policy for the validation passes during training "
-                    "(which pick the best checkpoint and drive the lr schedule); default: the "
-                    "training std of the epoch (--std, times --std_factor per lr cut)")
 g.add_argument("--M", type=int, default=1,
                help="Monte-Carlo samples per image for validation and test (log-probs averaged)")
 g.add_argument("--valid_passes", type=int, default=1,
                help="validation accuracy (which picks the best checkpoint and drives the lr "
                     "schedule and early stopping) is the mean of this many passes over the "
-                    "validation set, each with other location samples; 5 make an epoch about "
-                    "20%% longer and, with --valid_seed none, trained the model of run Z3 (README)")
-g.add_argument("--valid_seed", type=seed_or_none, default=1,
-               help="seed of the validation passes' location samples (pass p on seed + p): "
-                    "every epoch validates on the same draws, and the training run's random "
-                    "stream never sees them, so the number of passes changes training only "
-                    "through the decisions validation drives; 'none': each pass draws afresh "
-                    "from the training run's stream (runs before session 15, Z3 among them)")
+                    "validation set, each with its own location samples (pass p drawn from seed "
+                    "VALID_NOISE_SEED + p, the same every epoch, apart from training's stream)")
 g.add_argument("--reinforce_core", type=str2bool, default=False,
                help="let the REINFORCE gradient reach the core and glimpse networks too (the "
                     "paper's objective); False: only the location network (the reference)")
@@ -147,15 +125,9 @@ g.add_argument("--epochs", type=int, default=500,
 g.add_argument("--init_lr", type=float, default=5e-4,
                help="initial learning rate (Adam); the same for any # of processes, since "
                     "--batch_size is global")
-g.add_argument("--locator_lr_scale", type=float, default=1.0,
-               help="the location network learns at this multiple of the lr (its REINFORCE "
-                    "gradient is the noisiest signal in the model)")
 g.add_argument("--lr_patience", type=int, default=12,
                help="epochs without a better validation accuracy before the lr is reduced")
 g.add_argument("--lr_factor", type=float, default=0.5, help="ReduceOnPlateau multiplies the lr by this")
-g.add_argument("--lr_cooldown", type=int, default=0,
-               help="epochs after an lr cut before ReduceOnPlateau counts epochs without a "
-                    "better validation accuracy again")
 g.add_argument("--train_patience", type=int, default=50,
                help="epochs without a better validation accuracy before training stops")
 g.add_argument("--weight_decay", type=float, default=0.0, help="L2 weight decay of Adam")
@@ -215,12 +187,8 @@ def check_config(config):
     need(config.glimpse_scale >= 1, f"--glimpse_scale must be >= 1 (got {config.glimpse_scale})")
     need(config.num_glimpses >= 1, f"--num_glimpses must be >= 1 (got {config.num_glimpses})")
     need(0 <= config.valid_size < 1, f"--valid_size must be in [0, 1) (got {config.valid_size})")
-    need(config.lr_cooldown >= 0, f"--lr_cooldown must be >= 0 (got {config.lr_cooldown})")
-    need(config.locator_lr_scale > 0,
-         f"--locator_lr_scale must be > 0 (got {config.locator_lr_scale})")
     need(0 < config.lr_factor < 1, f"--lr_factor must be in (0, 1) (got {config.lr_factor})")
     need(config.std > 0, f"--std must be > 0 (got {config.std})")
-    need(0 < config.std_factor <= 1, f"--std_factor must be in (0, 1] (got {config.std_factor})")
     need(config.eval_std is None or config.eval_std >= 0,
          f"--eval_std must be >= 0 (got {config.eval_std})")
     need(config.rollouts >= 1, f"--rollouts must be >= 1 (got {config.rollouts})")
@@ -228,13 +196,10 @@ def check_config(config):
          f"--baseline loo compares an image's rollouts; it needs --rollouts >= 2 "
          f"(got {config.rollouts})")
     need(config.clip_grad >= 0, f"--clip_grad must be >= 0 (got {config.clip_grad})")
-    need(config.valid_std is None or config.valid_std > 0,
-         f"--valid_std must be > 0 (got {config.valid_std})")
     need(config.M >= 1, f"--M must be >= 1 (got {config.M})")
     need(config.valid_passes >= 1, f"--valid_passes must be >= 1 (got {config.valid_passes})")
-    for name in ("random_seed", "valid_seed"):
-        seed = getattr(config, name)
-        need(seed is None or 0 <= seed < 2 ** 32, f"--{name} must be in [0, 2**32) (got {seed})")
+    need(0 <= config.random_seed < 2 ** 32,
+         f"--random_seed must be in [0, 2**32) (got {config.random_seed})")
     need(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1) (got {config.ema_decay})")
     need(config.batch_size >= 1, f"--batch_size must be >= 1 (got {config.batch_size})")
     for name in ("loc_hidden", "glimpse_hidden", "hidden_size"):

@@ -42,6 +42,7 @@ import sys
 
 import numpy as np
 
+from data_loader import MEAN, STD
 from utils import RamError, check_not_pretrained, one_line_errors
 
 DPI = 80                 # every figure is saved at this dpi: pixel sizes are deterministic
@@ -50,8 +51,8 @@ HEADER = 0.5             # inches above the grid for the frame's title (40 px)
 STRIP_PANEL = 1.25       # inches per image in the static strips (100 px)
 FRAME_MS = 800           # how long each glimpse stays on screen in the animations
 SCALE_COLORS = ("#ff2a2a", "#ffb000", "#00d0ff", "#7cff4a", "#ff4af0")
-MEAN, STD = 0.1307, 0.3081   # MNIST normalisation (data_loader.py): pixel 0 and 1 map to
-VMIN, VMAX = (0 - MEAN) / STD, (1 - MEAN) / STD   # these, so every panel shares one grey scale
+# Pixel 0 and 1 after MNIST's normalisation: every panel shares one grey scale.
+VMIN, VMAX = (0 - MEAN) / STD, (1 - MEAN) / STD
 
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/\d+ \| lr (\S+)(?: std (\S+))? \| train loss (\S+) acc (\S+) \| "

@@ -34,6 +34,11 @@ from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, check_
                    model_name, remove_stale_temporaries, set_seed)
 
 
+# Validation pass p draws its fixations from seed VALID_NOISE_SEED + p: every epoch is
+# validated on the same draws, and training's random stream never sees them.
+VALID_NOISE_SEED = 1
+
+
 class Episode(NamedTuple):
     loss: paddle.Tensor        # [] hybrid loss
     correct: paddle.Tensor     # [] number of correctly classified images (float)
@@ -588,8 +593,7 @@ class Trainer:
 
     Checkpoints are dicts {epoch, model_state, optim_state, best_valid_acc, counter, elapsed,
     config, rng_state, std, eval_std}; the reference's files (only the first four) load as
-    well. `std` is the location policy's std when the file was written (config["std"] is where
-    it started, see --std_factor), which validation samples at; `eval_std` the std that
+    well. `std` is the location policy's std, which validation samples at; `eval_std` the std that
     testing the file with M = 1 samples at (files without one use `std`). With --ema_decay,
     model_state holds the averaged weights (those that validation measured and that testing
     uses) and two more keys hold what resuming needs: raw_state, the optimiser's own weights,
@@ -645,8 +649,7 @@ class Trainer:
             self.logger.info(f"[*] Read with the checkpoint's own " + ", ".join(
                 f"{k}={v}" for k, v in adopted.items()) + " (the flags differ)")
         if state is not None and config.is_train:
-            # Files from before --valid_seed validated on fresh draws, its `none`.
-            stored = {"valid_seed": None, **(state.get("config") or {})}
+            stored = state.get("config") or {}
             changed = [f"{k} {getattr(config, k)} (checkpoint: {stored[k]})" for k in TRAIN_KEYS
                        if k in stored and stored[k] != getattr(config, k)]
             if changed:
@@ -667,9 +670,9 @@ class Trainer:
                             .generate_state(1)[0]))
         self.scheduler = paddle.optimizer.lr.ReduceOnPlateau(
             learning_rate=config.init_lr, mode="max", factor=config.lr_factor,
-            patience=config.lr_patience, cooldown=config.lr_cooldown)
+            patience=config.lr_patience)
         self.optimizer = paddle.optimizer.Adam(
-            learning_rate=self.scheduler, parameters=self._param_groups(),
+            learning_rate=self.scheduler, parameters=self.model.parameters(),
             weight_decay=config.weight_decay or None, use_multi_tensor=True,
             grad_clip=nn.ClipGradByGlobalNorm(config.clip_grad) if config.clip_grad else None)
         self.ema = (WeightAverage(self.model, config.ema_decay)
@@ -685,17 +688,6 @@ class Trainer:
         config.eval_std = self.eval_std  # what checkpoints' config and params JSON record
         if state is not None:
             self._restore(state)
-
-    def _param_groups(self):
-        """Adam's parameter groups: the location network at --locator_lr_scale times the lr
-        (Paddle multiplies the scheduler's lr by a group's learning_rate), the rest at 1."""
-        scale = self.config.locator_lr_scale
-        if scale == 1.0:
-            return self.model.parameters()
-        locator = self.model.locator.parameters()
-        ids = {id(p) for p in locator}
-        rest = [p for p in self.model.parameters() if id(p) not in ids]
-        return [{"params": rest}, {"params": locator, "learning_rate": scale}]
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_path(self, best=None, epoch=None):
@@ -888,10 +880,9 @@ class Trainer:
         --valid_passes passes, with the averaged weights if --ema_decay."""
         c = self.config
         with self.ema.applied() if self.ema else contextlib.nullcontext():
-            # At the epoch's training std unless --valid_std: validating at the test's
-            # --eval_std gave no better model in run X (README).
-            loss, acc, _ = self.evaluate(loader, c.M, c.valid_passes,
-                                         c.valid_std or self.model.locator.std, c.valid_seed)
+            # At the training std, on the same draws every epoch (VALID_NOISE_SEED).
+            loss, acc, _ = self.evaluate(loader, c.M, c.valid_passes, self.model.locator.std,
+                                         VALID_NOISE_SEED)
         return loss, acc
 
     def _sum_over_ranks(self, *values):
@@ -1028,11 +1019,6 @@ class Trainer:
                 if not math.isfinite(val_loss):
                     self._diverged(f"the validation loss is {val_loss:.3g}")
                 self.scheduler.step(val_acc)
-                if self.optimizer.get_lr() < lr:
-                    # Exploration shrinks with the step size, so late training and
-                    # validation see steadier fixations. (On MNIST this did not lower the
-                    # M=1 error: runs H and I in logs/tuning/README.md.)
-                    self.model.locator.std *= c.std_factor
                 secs = time.time() - tic
                 self.epoch += 1
                 self.elapsed += secs

@@ -39,10 +39,10 @@ ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimps
              "first_fixation")
 # Flags that change how training proceeds (not the architecture): a resumed run takes them
 # from the command line, and says where they differ from the checkpoint's.
-TRAIN_KEYS = ("batch_size", "init_lr", "locator_lr_scale", "lr_factor", "lr_patience",
-              "lr_cooldown", "train_patience", "weight_decay", "ema_decay", "shift", "std_factor",
-              "reinforce_weight", "reinforce_core", "valid_size", "valid_passes", "valid_std",
-              "valid_seed", "random_seed", "M", "clip_grad", "rollouts", "baseline")
+TRAIN_KEYS = ("batch_size", "init_lr", "lr_factor", "lr_patience", "train_patience",
+              "weight_decay", "ema_decay", "shift", "reinforce_weight", "reinforce_core",
+              "valid_size", "valid_passes", "random_seed", "M", "clip_grad", "rollouts",
+              "baseline")
 
 
 # The shipped models, their logs and plots: read-only to every run.

@@ -1,4 +1,4 @@
-"""--eval_std and --valid_std: testing and validation sample fixations at their own std; training
+"""--eval_std: testing and validation sample fixations at their own std; training
 keeps --std."""
 import subprocess
 import sys
@@ -72,12 +72,6 @@ def test_validation_during_training_samples_at_the_training_std(tmp_path, monkey
     assert trainer.policy_std(1) == 0.03
 
 
-def test_valid_std_sets_the_std_of_the_validation_passes_only(tmp_path, monkeypatch):
-    trainer, seen = train_one_epoch_spying(tmp_path, monkeypatch, "--valid_std", "0.04")
-    assert seen == [(False, 0.04)] * 2 * 3
-    assert trainer.model.locator.std == 0.1 and trainer.policy_std(1) == EVAL_STD
-
-
 def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
     set_seed(7)
@@ -97,8 +91,7 @@ def test_a_fresh_run_tests_at_the_default_eval_std(tmp_path):
     assert trainer.model.locator.std == 0.1
 
 
-@pytest.mark.parametrize("flag,value,bound", [("--eval_std", "-0.1", ">= 0"),
-                                              ("--valid_std", "0", "> 0")])
+@pytest.mark.parametrize("flag,value,bound", [("--eval_std", "-0.1", ">= 0")])
 def test_eval_and_valid_std_bounds(tmp_path, flag, value, bound):
     res = run_main([flag, value, "--logs_dir", tmp_path], cwd=tmp_path, timeout=60)
     assert res.returncode == 2

@@ -307,7 +307,7 @@ def test_parse_log_keeps_last_occurrence(tmp_path):
 
 
 def test_parse_log_reads_the_std_schedule(tmp_path):
-    """Logs since --std_factor carry 'lr X std S'; older lines parse with std NaN."""
+    """Epoch lines carry "lr X std S"; lines without the std (older logs) parse with std NaN."""
     log = tmp_path / "ram_6_8x8_1.log"
     log.write_text(LOG + "epoch 4/300 | lr 1.200e-04 std 0.05 | train loss 1.8 acc 41.00 | "
                    "val loss 1.6 acc 46.00 err 54.00 | 40.0s, total 2.7 min\n")
