@@ -34,8 +34,12 @@ import warnings
 
 import numpy as np
 
-from config import check_config, parser as ram_parser, str2bool
-from utils import ARCH_KEYS, RamError, model_name, one_line_errors
+# Paddle (which config.py loads) warns about a missing C++ build cache on import; it concerns
+# custom ops, not this script.
+warnings.filterwarnings("ignore", message="No ccache found")
+
+from config import check_config, parser as ram_parser, str2bool  # noqa: E402
+from utils import ARCH_KEYS, RamError, model_name, one_line_errors  # noqa: E402
 
 TORCH_MISSING = ("align.py needs PyTorch, which training and testing do not: "
                  "pip install -r requirements-dev.txt")
@@ -452,11 +456,10 @@ def paddle_trace(arch, arrays, x, l_0, noise):
         l_t = paddle.to_tensor(l_0)
         h_t = paddle.zeros([x.shape[0], arch["hidden_size"]], dtype=str(x.dtype))
         for t in range(T):
-            step = model(xp, l_t, h_t, last=t == T - 1, noise=paddle.to_tensor(noise[t]))
-            h_t, l_t, b_t, log_pi = step[0], step[1], step[2], step[-1]
+            h_t, l_t, b_t, log_pi = model(xp, l_t, h_t, noise=paddle.to_tensor(noise[t]))
             for name, value in zip(OUTPUTS, (h_t, l_t, b_t, log_pi)):
                 out[name].append(value.numpy())
-        out["log_probas"] = [None] * (T - 1) + [step[3].numpy()]
+        out["log_probas"] = [None] * (T - 1) + [model.classifier(h_t).numpy()]
         log_probas, log_pis, baselines, locs = model.rollout(
             xp, T, l_0=paddle.to_tensor(l_0), noise=paddle.to_tensor(noise))
     rollout = {"log_probas": log_probas.numpy(), "log_pi": log_pis.numpy(),
@@ -597,8 +600,6 @@ def main(argv=None):
     except ImportError:
         print(TORCH_MISSING, file=sys.stderr)
         return 2
-    # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
-    warnings.filterwarnings("ignore", message="No ccache found")
     return run(args)
 
 

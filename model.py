@@ -41,24 +41,22 @@ class RecurrentAttention(nn.Layer):
         """1 when the first fixation is a draw of the policy (noise and log_pi get a row)."""
         return int(self.first_fixation == "learned")
 
-    def forward(self, x, l_t_prev, h_t_prev, last=False, noise=None):
-        """One glimpse, as in the reference.
+    def forward(self, x, l_t_prev, h_t_prev, noise=None):
+        """One glimpse.
 
         Args:
             x: [B, C, H, W]; l_t_prev: [B, 2]; h_t_prev: [B, state_size], the core's state
             (h_{t-1} itself for the RNN cores); noise: optional [B, 2] standard-normal draw
             for the location policy.
         Returns:
-            (state_t [B, state_size], l_t [B, 2], b_t [B], log_pi [B]), with log_probas
-            [B, classes] inserted before log_pi when last=True.
+            (state_t [B, state_size], l_t [B, 2], b_t [B], log_pi [B]); the classifier reads
+            self.rnn.hidden(state_T) once the episode is over (see rollout).
         """
         g_t = self.sensor(x, l_t_prev)
         state = self.rnn(g_t, h_t_prev)
         h_t = self.rnn.hidden(state)
         log_pi, l_t = self.locator(h_t, noise)
         b_t = self.baseliner(h_t).squeeze(1)
-        if last:
-            return state, l_t, b_t, self.classifier(h_t), log_pi
         return state, l_t, b_t, log_pi
 
     def rollout(self, x, num_glimpses, l_0=None, noise=None):
@@ -91,9 +89,8 @@ class RecurrentAttention(nn.Layer):
             l_t = paddle.uniform([B, 2], dtype=x.dtype, min=-1.0, max=1.0)
         for t in range(num_glimpses):
             locs.append(l_t)
-            last = t == num_glimpses - 1
-            out = self(x, l_t, state, last=last, noise=None if noise is None else noise[t])
-            state, l_t, b_t, log_pi = out[0], out[1], out[2], out[-1]
+            state, l_t, b_t, log_pi = self(x, l_t, state, None if noise is None else noise[t])
             log_pis.append(log_pi)
             baselines.append(b_t)
-        return out[3], paddle.stack(log_pis, 1), paddle.stack(baselines, 1), paddle.stack(locs)
+        log_probas = self.classifier(self.rnn.hidden(state))
+        return log_probas, paddle.stack(log_pis, 1), paddle.stack(baselines, 1), paddle.stack(locs)
