@@ -443,5 +443,5 @@ def test_cli_trains_and_tests_translated(tiny_data, tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     accs = acc_lines(res.stdout)
     assert len(accs) == 1 and accs[0][1] == 300, res.stdout
-    assert "Test Acc" in (tmp_path / "logs" / f"{name}.log").read_text()
-    assert not (tmp_path / "logs" / "ram_2_8x8_1.log").exists()
+    assert "Test Acc" in (tmp_path / "logs" / f"{name}_test.log").read_text()
+    assert not (tmp_path / "logs" / "ram_2_8x8_1_test.log").exists()

@@ -36,7 +36,7 @@ def common(tmp_path):
     ("--valid_size", "1.0"), ("--num_glimpses", "0"), ("--std", "0.0"), ("--batch_size", "0"),
     ("--shift", "-1"), ("--valid_passes", "0"), ("--random_seed", "-1"),
     ("--random_seed", str(2 ** 32)), ("--ema_decay", "1.0"), ("--rollouts", "0"),
-    ("--clip_grad", "-1"),
+    ("--clip_grad", "-1.0"),
 ])
 def test_impossible_config(tmp_path, flag, value):
     res = run_main([flag, value, "--data_dir", tmp_path / "nowhere", *common(tmp_path)],
