@@ -215,7 +215,7 @@ def check_config(config):
         given += [f for f in ("rollouts", "clip_grad") if getattr(config, f) != parser.get_default(f)]
         if given:
             warnings.append("[!] " + ", ".join("--" + f for f in given)
-                            + " only change training; ignored when testing")
+                            + " apply to training only; ignored when testing")
     if config.dataset == "mnist":
         config.canvas, config.clutter = 28, 0
         need(config.shift < 28, f"--shift {config.shift} moves the 28x28 digits off the "

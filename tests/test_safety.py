@@ -317,7 +317,7 @@ def test_a_canvas_too_large_for_memory(tmp_path):
 
 @pytest.mark.parametrize("args,note", [
     (["--clutter", "3"], "--clutter applies to --dataset cluttered"),
-    (["--is_train=False", "--show_sample", "True"], "--show_sample only change training"),
+    (["--is_train=False", "--show_sample", "True"], "--show_sample apply to training only"),
 ])
 def test_flags_without_effect_get_a_note(args, note):
     from config import check_config, get_config
