@@ -916,6 +916,9 @@ class Trainer:
         loss_sum = paddle.to_tensor(np.asarray(pos.get("loss_sum", 0.0), dtype="float32"))
         correct = paddle.to_tensor(np.asarray(pos.get("correct", 0.0), dtype="float32"))
         seen = int(pos.get("seen", 0))
+        # What an interruption saves to resume from: until a step completes, where this
+        # epoch starts (batch 0, or the restored position).
+        self._progress = {"batches": start, "loss_sum": loss_sum, "correct": correct, "seen": seen}
         dump = (self.is_main and self.config.plot_freq
                 and (self.epoch + 1) % self.config.plot_freq == 0)
         with tqdm(total=loader.local_samples, initial=seen, desc=f"epoch {self.epoch + 1}",
@@ -939,7 +942,8 @@ class Trainer:
                 if (i + 1) % self.config.print_freq == 0:  # the only host sync in the loop
                     mean = self._check_loss(loss_sum, seen, i + 1)
                     bar.set_postfix(loss=f"{mean:.3f}", acc=f"{100 * correct.item() / seen:.2f}")
-        self._progress = None
+        # _progress stays until the epoch is counted: an interruption during validation
+        # resumes at the end of this epoch's batches, not at its start.
         # With several ranks, padding may repeat a few samples: average over what was seen.
         loss_sum, correct, seen = self._sum_over_ranks(loss_sum, correct, seen)
         self._check_loss(loss_sum, seen)
@@ -1024,6 +1028,7 @@ class Trainer:
                 self.scheduler.step(val_acc)
                 secs = time.time() - tic
                 self.epoch += 1
+                self._progress = None
                 self.elapsed += secs
                 is_best = val_acc > self.best_valid_acc
                 self.best_valid_acc = max(val_acc, self.best_valid_acc)

@@ -332,3 +332,43 @@ def test_torch_checkpoint_points_at_align(tmp_path):
     res = run_main(["--is_train=False", "--ckpt", pth, "--data_dir", tmp_path,
                     "--logs_dir", tmp_path / "logs"], cwd=tmp_path, timeout=60)
     assert_one_error_line(res, str(pth), "PyTorch", "align.py --torch_ckpt")
+
+
+def test_interrupted_again_before_the_first_resumed_batch(tiny_data, tmp_path, monkeypatch):
+    """Stopped after batch 5 of epoch 1, resumed and stopped again before any batch ran, then
+    resumed once more: still the uninterrupted run's weights."""
+    import main as main_module
+    import trainer as trainer_module
+
+    def run(work, *extra):
+        return main_module.main([str(a) for a in train_args(tiny_data, work, "--save_freq", "1",
+                                                            *extra)])
+
+    assert run(tmp_path / "straight", "--epochs", "2") == 0
+    step, check = trainer_module.Trainer.train_step, trainer_module.Trainer._check_fused_step
+    calls = {"n": 0}
+
+    def interrupting_step(self, *a, **k):
+        calls["n"] += 1
+        out = step(self, *a, **k)
+        if calls["n"] == 5:
+            self._stop_requested = True
+        return out
+
+    def stop_at_once(self, loader):
+        check(self, loader)
+        self._stop_requested = True
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", interrupting_step)
+    assert run(tmp_path / "split", "--epochs", "2") == 0
+    interrupted = tmp_path / "split" / "ckpt" / f"{NAME}_interrupted.pdparams"
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
+    monkeypatch.setattr(trainer_module.Trainer, "_check_fused_step", stop_at_once)
+    assert run(tmp_path / "split", "--epochs", "2", "--resume=True", "--ckpt", interrupted) == 0
+    assert load(interrupted)["position"]["batches"] == 5
+    monkeypatch.setattr(trainer_module.Trainer, "_check_fused_step", check)
+    assert run(tmp_path / "split", "--epochs", "2", "--resume=True", "--ckpt", interrupted) == 0
+    a = load(tmp_path / "straight" / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    b = load(tmp_path / "split" / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    for key in a:
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
