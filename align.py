@@ -34,10 +34,6 @@ import warnings
 
 import numpy as np
 
-# Paddle (which config.py loads) warns about a missing C++ build cache on import; it concerns
-# custom ops, not this script.
-warnings.filterwarnings("ignore", message="No ccache found")
-
 from config import check_config, parser as ram_parser, str2bool  # noqa: E402
 from utils import ARCH_KEYS, RamError, model_name, one_line_errors  # noqa: E402
 

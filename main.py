@@ -1,13 +1,10 @@
 """Entry point: python main.py [--flags]; see `python main.py --help`."""
 import sys
 import time
-import warnings
 
 from utils import RamError, one_line_errors, select_device, set_seed, tune_cpu_env
 
 tune_cpu_env()  # before anything imports Paddle: MKL reads its environment once, at load
-# Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
-warnings.filterwarnings("ignore", message="No ccache found")
 
 import data_loader  # noqa: E402  (after tune_cpu_env on purpose)
 from config import check_config, get_config  # noqa: E402

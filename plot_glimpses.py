@@ -716,7 +716,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import warnings
-    # Paddle warns about a missing C++ build cache on import; it concerns custom ops, not us.
-    warnings.filterwarnings("ignore", message="No ccache found")
     sys.exit(main())

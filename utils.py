@@ -6,8 +6,13 @@ import os
 import random
 import re
 import sys
+import warnings
 
 import numpy as np
+
+# Paddle warns on import about a missing C++ build cache; it concerns custom operators, which
+# RAM does not build. Every entry point imports this module before Paddle.
+warnings.filterwarnings("ignore", message="No ccache found")
 
 
 class RamError(Exception):

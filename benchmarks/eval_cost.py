@@ -32,10 +32,6 @@ from utils import tune_cpu_env  # noqa: E402
 
 MKL_THREADS = tune_cpu_env()  # before Paddle loads, exactly as main.py
 
-import warnings  # noqa: E402
-
-warnings.filterwarnings("ignore", message="No ccache found")
-
 import paddle  # noqa: E402
 
 import data_loader  # noqa: E402

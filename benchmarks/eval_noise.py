@@ -24,10 +24,6 @@ from utils import tune_cpu_env  # noqa: E402
 
 tune_cpu_env()  # before Paddle loads, exactly as main.py
 
-import warnings  # noqa: E402
-
-warnings.filterwarnings("ignore", message="No ccache found")
-
 import data_loader  # noqa: E402
 from trainer import error_rate, load_model, validation_loader  # noqa: E402
 from utils import one_line_errors  # noqa: E402

@@ -25,10 +25,6 @@ from utils import tune_cpu_env  # noqa: E402
 
 tune_cpu_env()  # before Paddle loads, exactly as main.py
 
-import warnings  # noqa: E402
-
-warnings.filterwarnings("ignore", message="No ccache found")
-
 from trainer import error_rate, load_model, validation_loader  # noqa: E402
 from utils import RamError, one_line_errors  # noqa: E402
 
