@@ -237,8 +237,8 @@ def mkl_cpu_type(vendor, flags):
 
     Paddle ships MKL 2019, which takes a slow generic path on non-Intel CPUs unless told
     otherwise: 9 is its AVX-512 + VNNI path (Cascade Lake), 7 plain AVX-512 (Skylake-X), 5
-    AVX2. On these Zen 5 machines 9 runs the model's GEMMs 1.6-2.0x as fast as 5
-    (`logs/benchmark_train_speed.log`, session 14). A path needs every
+    AVX2. On a Zen 5 (AVX-512) machine 9 ran the model's GEMMs 1.6-2.0x as fast as 5
+    (`logs/benchmark_train_speed.log`). A path needs every
     instruction set it uses (8, Knights Mill's, dies with an illegal instruction here), hence
     the flag checks. None (leave MKL alone) on Intel CPUs, which MKL recognises itself.
     """
