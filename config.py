@@ -4,9 +4,9 @@ import argparse
 from data_loader import DATASETS, default_clutter
 from model import FIRST_FIXATIONS
 from modules import CoreNetwork
+from utils import RamError, available_memory
 
 CORES = CoreNetwork.KINDS
-from utils import RamError, available_memory
 
 # The policy std of testing with M = 1, chosen on the validation set: of 0.1 (the training
 # std), 0.05, 0.03, 0.02 and 0.01, 0.02 erred least for the model trained at 0.1 (README).

@@ -64,8 +64,8 @@ def read_idx(path, ndim=None):
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     kinds = {0x801: "labels", 0x803: "images"}
     if len(raw) < 8 or magic not in kinds or (ndim is not None and magic != 0x800 + ndim):
-        want = {1: "0x00000801 (labels)", 3: "0x00000803 (images)"}.get(
-            ndim, "0x00000801 or 0x00000803")
+        want = (f"0x{0x800 + ndim:08x} ({kinds[0x800 + ndim]})" if ndim
+                else "0x00000801 or 0x00000803")
         got = "no header" if magic is None else f"magic number 0x{magic:08x}" + (
             f" ({kinds[magic]})" if magic in kinds else "")
         raise RamError(f"{path} is not the MNIST idx file expected: {got}, expected {want}; "

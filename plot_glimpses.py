@@ -42,6 +42,7 @@ import sys
 
 import numpy as np
 
+import data_loader
 from data_loader import MEAN, STD
 from utils import RamError, check_not_pretrained, one_line_errors
 
@@ -396,7 +397,6 @@ def run_model(model, x, num_glimpses, seed):
 
 
 def plot_checkpoint(args):
-    import data_loader
     from trainer import load_model
     from utils import model_name
     if args.num_images < 1:
@@ -448,14 +448,13 @@ def prepare_image(path, size):
         raise RamError(f"{path}: not a readable image ({type(e).__name__})") from None
     if min(w, h) < 4:
         raise RamError(f"{path}: {w}x{h} pixels is too small to show a digit; use at least 4x4")
-    a = np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    a = np.asarray(grey.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     notes = [f"{w}x{h} {mode} -> {size}x{size} grey"]
-    if border.mean() > 0.5:  # dark digit on a light ground: MNIST's is the other way round
-        a = 1.0 - a
+    if border.mean() > 127.5:  # dark digit on a light ground: MNIST's is the other way round
+        a = 255 - a
         notes.append("inverted (dark on light)")
-    x = ((a - MEAN) / STD)[None, None].astype(np.float32)
-    return x, ", ".join(notes)
+    return data_loader.normalize(a[None]), ", ".join(notes)
 
 
 def classify_images(args):

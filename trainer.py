@@ -29,7 +29,8 @@ from tqdm import tqdm
 import data_loader
 from config import EVAL_STD, check_config, get_config
 from model import RecurrentAttention
-from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, check_batch_split,
+from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, atomic_write,
+                   check_batch_split,
                    check_not_pretrained, ensure_dir, fixed_rng, get_logger, init_distributed,
                    model_name, remove_stale_temporaries, set_seed)
 
@@ -242,17 +243,22 @@ def fused_parameters(model):
     return [p for layer in layers for p in (layer.weight, layer.bias)]
 
 
+def draw_episode(batch, num_glimpses, dtype):
+    """A random first fixation l_0 [B, 2] and the policy's noise [T, B, 2], from Paddle's
+    generator in the order RecurrentAttention.rollout draws them."""
+    l_0 = paddle.uniform([batch, 2], dtype=dtype, min=-1.0, max=1.0)
+    return l_0, paddle.randn([num_glimpses, batch, 2], dtype=dtype)
+
+
 def fused_rollout_loss(model, x, y, num_glimpses, reinforce_weight=0.01, l_0=None, noise=None):
     """rollout_loss(model, x, y, num_glimpses, 1, reinforce_weight, l_0, noise) for training:
     the same Episode and the same gradients (to float rounding), faster (see _FusedEpisode).
     Draws l_0 and the noise [T, B, 2] from Paddle's generator in the order rollout does
     (one draw of T*B*2 normals is the T draws of B*2 that rollout makes, one per glimpse:
     tests/test_fused.py holds the two equal)."""
-    B = x.shape[0]
-    if l_0 is None:
-        l_0 = paddle.uniform([B, 2], dtype=x.dtype, min=-1.0, max=1.0)
-    if noise is None:
-        noise = paddle.randn([num_glimpses, B, 2], dtype=x.dtype)
+    if l_0 is None or noise is None:
+        drawn = draw_episode(x.shape[0], num_glimpses, x.dtype)
+        l_0, noise = l_0 if l_0 is not None else drawn[0], noise if noise is not None else drawn[1]
     loss, correct, log_probas, locs = _FusedEpisode.apply(
         model, x, y, l_0, noise, reinforce_weight, *fused_parameters(model))
     return Episode(loss, correct, log_probas, locs)
@@ -294,8 +300,7 @@ def fused_matches_model(model, x, y, num_glimpses, reinforce_weight, seed=0, tol
     behind and the training run's random stream where it was."""
     results = []
     with fixed_rng(seed):
-        l_0 = paddle.uniform([x.shape[0], 2], dtype=x.dtype, min=-1.0, max=1.0)
-        noise = paddle.randn([num_glimpses, x.shape[0], 2], dtype=x.dtype)
+        l_0, noise = draw_episode(x.shape[0], num_glimpses, x.dtype)
     for episode in (fused_rollout_loss, partial(rollout_loss, M=1)):
         model.clear_gradients(set_to_zero=False)
         ep = episode(model, x, y, num_glimpses, reinforce_weight=reinforce_weight, l_0=l_0,
@@ -396,7 +401,7 @@ def build_model(config):
     """The RecurrentAttention that `config` describes (1 channel, 10 classes: MNIST)."""
     return RecurrentAttention(
         config.patch_size, config.num_patches, config.glimpse_scale, 1, config.glimpse_hidden,
-        config.loc_hidden, config.std, config.hidden_size, 10,
+        config.loc_hidden, config.std, config.hidden_size, data_loader.NUM_CLASSES,
         reinforce_core=config.reinforce_core, core=getattr(config, "core", "rnn"),
         first_fixation=getattr(config, "first_fixation", "random"))
 
@@ -832,14 +837,10 @@ class Trainer:
         return mean
 
     def save_params_json(self):
-        path = os.path.join(self.config.ckpt_dir, self.name + "_params.json")
-        try:
-            with open(path + f".tmp{os.getpid()}", "w") as f:
+        def write(tmp):
+            with open(tmp, "w") as f:
                 json.dump(vars(self.config), f, indent=2, sort_keys=True)
-            os.replace(path + f".tmp{os.getpid()}", path)
-        except OSError as e:
-            raise RamError(f"cannot write {path}: {e.strerror}; free space or pass another "
-                           "--ckpt_dir") from None
+        atomic_write(os.path.join(self.config.ckpt_dir, self.name + "_params.json"), write)
 
     # ---------------------------------------------------------------- loops
     def _episode(self, x, y, M=1):

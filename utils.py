@@ -127,13 +127,18 @@ def remove_stale_temporaries(folder):
 
 
 def atomic_save(obj, path):
-    """paddle.save to a temporary file beside `path`, then rename: never a half-written file.
-    A failure (disk full, read-only) removes the temporary and is one RamError."""
+    """paddle.save, through atomic_write."""
     import paddle
+    atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+
+
+def atomic_write(path, write):
+    """write(temporary path) beside `path`, then rename: never a half-written file. A failure
+    (disk full, read-only) removes the temporary and is one RamError."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        paddle.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise RamError(f"cannot write {path}: {e.strerror or e}; free space or pass another "
