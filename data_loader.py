@@ -219,9 +219,10 @@ class TensorLoader:
     def __iter__(self):
         return self.iterate()
 
-    def iterate(self, first=0):
+    def iterate(self, first=0, with_index=False):
         """The epoch's batches from batch `first` on (resuming an interrupted epoch): the same
-        batches as a whole pass yields from there."""
+        batches as a whole pass yields from there. with_index: (idx [B], x, y), idx the
+        samples' positions in the set, which evaluation's random draws are keyed on."""
         import paddle
         n = self.num_samples
         order = np.arange(n)
@@ -234,7 +235,8 @@ class TensorLoader:
         start = 0
         for j, size in enumerate(sizes):
             if j >= first:
-                yield self._batch(order[start:start + size])
+                idx = order[start:start + size]
+                yield (idx, *self._batch(idx)) if with_index else self._batch(idx)
             start += size
 
 

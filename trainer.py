@@ -32,7 +32,7 @@ from model import RecurrentAttention
 from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, atomic_write,
                    check_batch_split,
                    check_not_pretrained, ensure_dir, fixed_rng, get_logger, init_distributed,
-                   model_name, remove_stale_temporaries, set_seed)
+                   model_name, remove_stale_temporaries)
 
 
 # Validation pass p draws its fixations from seed VALID_NOISE_SEED + p: every epoch is
@@ -519,15 +519,35 @@ def run_predictor(predictor, x, l_0=None):
     return [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
 
 
+def seeded_batches(model, loader, num_glimpses, M, seed):
+    """Evaluation batches (x, y, l_0, noise) whose random draws belong to the images: image
+    i of the set gets its first fixations and policy noise from (seed, i) alone, so an
+    evaluation counts the same at any batch size, on one process or several, on any device.
+
+    The draws of the whole set, uniform l_0 [N, M, 2] and standard-normal noise
+    [N, M, P + T, 2], are made once on the host and gathered per batch into the layout of
+    rollout_loss: l_0 [M*B, 2] (None unless the first fixation is random) and
+    noise [P + T, M*B, 2], copy m of image b at row m*B + b."""
+    n, steps = loader.num_samples, model.policy_steps_before_first_glimpse + num_glimpses
+    rng = np.random.RandomState(seed)
+    l_0_all = paddle.to_tensor(rng.uniform(-1.0, 1.0, (n, M, 2)).astype(np.float32))
+    noise_all = paddle.to_tensor(rng.standard_normal((n, M, steps, 2)).astype(np.float32))
+    for idx, x, y in loader.iterate(with_index=True):
+        B = x.shape[0]
+        noise = paddle.gather(noise_all, idx).transpose([2, 1, 0, 3]).reshape([steps, M * B, 2])
+        l_0 = None
+        if model.first_fixation == "random":
+            l_0 = paddle.gather(l_0_all, idx).transpose([1, 0, 2]).reshape([M * B, 2])
+        yield x, y, l_0.astype(x.dtype) if l_0 is not None else None, noise.astype(x.dtype)
+
+
 @paddle.no_grad()
-def error_rate(model, loader, num_glimpses, M=1, seed=None):
-    """Error (%) of `model` over a loader, M samples per image at the policy's current std;
-    `seed`, if given, seeds the location noise first."""
-    if seed is not None:
-        set_seed(seed)
+def error_rate(model, loader, num_glimpses, M=1, seed=1):
+    """Error (%) of `model` over a loader, M samples per image at the policy's current std,
+    the draws of seeded_batches(seed)."""
     correct = paddle.zeros([])
-    for x, y in loader:
-        correct += rollout_loss(model, x, y, num_glimpses, M).correct
+    for x, y, l_0, noise in seeded_batches(model, loader, num_glimpses, M, seed):
+        correct += rollout_loss(model, x, y, num_glimpses, M, l_0=l_0, noise=noise).correct
     return 100.0 - 100.0 * float(correct) / loader.num_samples
 
 
@@ -843,9 +863,9 @@ class Trainer:
         atomic_write(os.path.join(self.config.ckpt_dir, self.name + "_params.json"), write)
 
     # ---------------------------------------------------------------- loops
-    def _episode(self, x, y, M=1):
+    def _episode(self, x, y, M=1, l_0=None, noise=None):
         c = self.config
-        return rollout_loss(self.model, x, y, c.num_glimpses, M, c.reinforce_weight)
+        return rollout_loss(self.model, x, y, c.num_glimpses, M, c.reinforce_weight, l_0, noise)
 
     def policy_std(self, M=1):
         """The policy std that testing samples fixations at: the eval std for one sample
@@ -857,21 +877,22 @@ class Trainer:
     def evaluate(self, loader, M=1, passes=1, std=None, seed=None):
         """Mean loss, accuracy (%) and #correct over `passes` passes through a loader (each
         with its own location samples), M samples per image at the policy std `std`
-        (None: policy_std(M), as testing does). With a `seed`, pass p draws its samples
-        from seed + p (on rank r of W, seed + p * W + r), the same draws on every call,
-        and leaves the training run's random stream where it was."""
+        (None: policy_std(M), as testing does). Pass p draws its samples from seed + p
+        (seed None: --random_seed) keyed on each image (seeded_batches): the same draws on
+        every call, at any batch size or number of ranks, and none from the training run's
+        random stream."""
         self.model.eval()
+        seed = self.config.random_seed if seed is None else seed
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
         train_std = self.model.locator.std
         self.model.locator.std = self.policy_std(M) if std is None else std
         try:
             for p in range(passes):
-                with (contextlib.nullcontext() if seed is None
-                      else fixed_rng(seed + p * self.world + self.rank)):
-                    for x, y in loader:
-                        ep = self._episode(x, y, M)
-                        loss_sum += ep.loss * x.shape[0]
-                        correct += ep.correct
+                for x, y, l_0, noise in seeded_batches(self.model, loader,
+                                                       self.config.num_glimpses, M, seed + p):
+                    ep = self._episode(x, y, M, l_0, noise)
+                    loss_sum += ep.loss * x.shape[0]
+                    correct += ep.correct
         finally:
             self.model.locator.std = train_std
         loss_sum, correct = self._sum_over_ranks(loss_sum, correct)

@@ -303,10 +303,12 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
     assert "other training flags" not in (split / "logs" / f"{NAME}.log").read_text()
 
 
-# ------------------------------------------------------------------ validation passes
-def test_validation_passes_average_independent_passes(tiny_data, tmp_path):
-    """evaluate(passes=3) is the mean of the 3 single passes the same seed gives in a row, and
-    those passes differ (each draws its own locations): what --valid_passes averages."""
+# ------------------------------------------------------------------ evaluation draws
+def test_evaluation_draws_belong_to_the_images(tiny_data, tmp_path):
+    """evaluate(seed=s): pass p draws from s + p, keyed on each image, so passes=3 is the sum
+    of the single passes on s, s + 1, s + 2 (which differ); the same counts at any batch size
+    (the two-process case: tests/test_distributed.py); and none of it from the training
+    run's generator."""
     from data_loader import get_test_loader
     from trainer import Trainer
     from utils import set_seed
@@ -314,41 +316,21 @@ def test_validation_passes_average_independent_passes(tiny_data, tmp_path):
     trainer = Trainer(config, "cpu")
     loader = get_test_loader(str(tiny_data), 64)
     set_seed(5)
-    loss3, acc3, correct3 = trainer.evaluate(loader, passes=3)
+    loss3, acc3, correct3 = trainer.evaluate(loader, passes=3, seed=11)
+    after = paddle.randn([4]).numpy()
     set_seed(5)
-    singles = [trainer.evaluate(loader) for _ in range(3)]
+    np.testing.assert_array_equal(after, paddle.randn([4]).numpy())  # training stream intact
+    singles = [trainer.evaluate(loader, seed=s) for s in (11, 12, 13)]
     losses = [float(s[0]) for s in singles]
     assert len(set(losses)) == 3, losses
     assert correct3 == sum(s[2] for s in singles)
     assert acc3 == pytest.approx(100.0 * correct3 / (3 * loader.num_samples))
     assert float(loss3) == pytest.approx(sum(losses) / 3, rel=1e-6)
-
-
-def test_seeded_validation_repeats_its_draws_and_spares_the_training_stream(tiny_data, tmp_path):
-    """evaluate(seed=s): the same result on every call whatever came before (pass p draws
-    from s + p, so 2 passes are the single passes on s and s + 1), and the training run's
-    generator goes on as if no validation had drawn from it (--valid_seed)."""
-    from data_loader import get_test_loader
-    from trainer import Trainer
-    from utils import set_seed
-    config = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path)])
-    trainer = Trainer(config, "cpu")
-    loader = get_test_loader(str(tiny_data), 64)
-    set_seed(5)
-    first = trainer.evaluate(loader, passes=2, seed=11)
-    after_seeded = paddle.randn([4]).numpy()
-    set_seed(6)
-    assert trainer.evaluate(loader, passes=2, seed=11) == first
-    single = [trainer.evaluate(loader, seed=s) for s in (11, 12)]
-    assert single[0][2] + single[1][2] == first[2]
-    assert float(first[0]) == pytest.approx((float(single[0][0]) + float(single[1][0])) / 2,
-                                            rel=1e-6)
-    assert float(single[0][0]) != float(single[1][0])
-    set_seed(5)
-    np.testing.assert_array_equal(after_seeded, paddle.randn([4]).numpy())
-    set_seed(5)
-    trainer.evaluate(loader)  # unseeded: it draws from the training stream
-    assert not np.array_equal(after_seeded, paddle.randn([4]).numpy())
+    for batch_size in (7, 300):
+        other = get_test_loader(str(tiny_data), batch_size)
+        for M in (1, 3):
+            a, b = trainer.evaluate(loader, M, seed=11), trainer.evaluate(other, M, seed=11)
+            assert a[2] == b[2] and float(a[0]) == pytest.approx(float(b[0]), rel=1e-5), (M, a, b)
 
 
 def test_training_validates_with_valid_passes(tiny_data, tmp_path):

@@ -75,11 +75,11 @@ def fixed_data():
 
 def run_steps(out_dir):
     """Build a Trainer (distributed when launched so), take STEPS steps on this rank's part
-    of the fixed global batch with the global batch's own l_0 and noise, then evaluate
-    deterministically (l_0 = 0, no noise) on a sharded set; save params, grads, metrics."""
+    of the fixed global batch with the global batch's own l_0 and noise, then evaluate on a
+    sharded set with random fixations (seeded per image); save params, grads, metrics."""
     from config import get_config
     from data_loader import TensorLoader
-    from trainer import Trainer, rollout_loss
+    from trainer import Trainer
     from utils import set_seed
 
     config = get_config([str(a) for a in (
@@ -96,13 +96,8 @@ def run_steps(out_dir):
         trainer.train_step(paddle.to_tensor(x[part]), paddle.to_tensor(y[part]),
                            paddle.to_tensor(l_0[part]), paddle.to_tensor(noise[:, part]))
 
-    def still_episode(xb, yb, M=1):
-        n = M * xb.shape[0]
-        return rollout_loss(trainer.model, xb, yb, T, M, config.reinforce_weight,
-                            paddle.zeros([n, 2]), paddle.zeros([T, n, 2]))
-    trainer._episode = still_episode
     loader = TensorLoader(images, labels, EVAL_BATCH).shard(rank, world, pad=False)
-    loss, acc, correct = trainer.evaluate(loader)
+    loss, acc, correct = trainer.evaluate(loader, M=2, seed=3)
     arrays = {f"param/{k}": v.numpy() for k, v in trainer.model.state_dict().items()}
     arrays.update({f"grad/{k}": v.grad.numpy() for k, v in trainer.model.state_dict().items()})
     np.savez(out_dir / f"rank{rank}_of{world}.npz", eval=np.array([loss, acc, correct]),
@@ -138,7 +133,7 @@ def test_two_processes_step_like_one_process_over_the_global_batch(tmp_path):
             np.testing.assert_allclose(got[k], one[k], rtol=1e-4, atol=1e-6,
                                        err_msg=f"rank {r}: {k}")
     # Every sample evaluated exactly once over the ranks (37 = 19 + 18, uneven last batch),
-    # sums reduced: the same loss, accuracy and count as one process.
+    # sums reduced, each image its own draws: the same loss, accuracy and count as one process.
     assert [int(g["local_eval"][0]) for g in ranks] == [19, 18]
     for got in ranks:
         np.testing.assert_allclose(got["eval"][:2], one["eval"][:2], rtol=1e-5)

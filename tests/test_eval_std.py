@@ -11,7 +11,7 @@ import pytest
 import data_loader
 from _util import cli_env, run_main
 from config import EVAL_STD, check_config, get_config
-from trainer import Trainer, rollout_loss
+from trainer import Trainer, rollout_loss, seeded_batches
 from utils import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,19 +28,18 @@ def trainer_and_loader(tmp_path, *flags):
     return trainer, data_loader.make_loader(images, labels, 16)
 
 
-def loss_at(model, loader, std, seed):
+def loss_at(model, loader, std, seed, M=1):
     """Mean loss of one pass with the policy std set by hand: what evaluate() must match."""
     model.locator.std = std
-    set_seed(seed)
     with paddle.no_grad():
-        total = sum(float(rollout_loss(model, x, y, 2).loss) * x.shape[0] for x, y in loader)
+        total = sum(float(rollout_loss(model, x, y, 2, M, l_0=l_0, noise=noise).loss) * x.shape[0]
+                    for x, y, l_0, noise in seeded_batches(model, loader, 2, M, seed))
     return total / loader.num_samples
 
 
 def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
-    set_seed(7)
-    loss, _, _ = trainer.evaluate(loader)
+    loss, _, _ = trainer.evaluate(loader, seed=7)
     assert trainer.model.locator.std == 0.1  # training goes on with --std's exploration
     assert loss == pytest.approx(loss_at(trainer.model, loader, 0.03, 7), rel=1e-6)
     assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
@@ -56,9 +55,9 @@ def train_one_epoch_spying(tmp_path, monkeypatch, *flags):
     seen = []
     episode = trainer._episode
 
-    def spy(x, y, M=1):
+    def spy(x, y, M=1, l_0=None, noise=None):
         seen.append((trainer.model.training, trainer.model.locator.std))
-        return episode(x, y, M)
+        return episode(x, y, M, l_0, noise)
 
     monkeypatch.setattr(trainer, "_episode", spy)
     trainer.train(loader, loader)
@@ -74,14 +73,9 @@ def test_validation_during_training_samples_at_the_training_std(tmp_path, monkey
 
 def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
-    set_seed(7)
-    loss, _, _ = trainer.evaluate(loader, M=3)
-    model = trainer.model
-    set_seed(7)
-    with paddle.no_grad():
-        expect = sum(float(rollout_loss(model, x, y, 2, M=3).loss) * x.shape[0]
-                     for x, y in loader) / loader.num_samples
-    assert model.locator.std == 0.1 and loss == pytest.approx(expect, rel=1e-6)
+    loss, _, _ = trainer.evaluate(loader, M=3, seed=7)
+    assert trainer.model.locator.std == 0.1
+    assert loss == pytest.approx(loss_at(trainer.model, loader, 0.1, 7, M=3), rel=1e-6)
 
 
 def test_a_fresh_run_tests_at_the_default_eval_std(tmp_path):
