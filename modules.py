@@ -33,7 +33,6 @@ class Retina:
     def __init__(self, g, k, s):
         self.g, self.k, self.s = int(g), int(k), int(s)
         self.sizes = [self.g * self.s ** i for i in range(self.k)]
-        self._offset_cache = {}
         self._table = None
         self._padded = None
         self._pad_consts = {}
@@ -66,57 +65,6 @@ class Retina:
     def centre(self, x, l):
         """Pixel (col, row) [B, 2] int64 that the glimpse at l [B, 2] centres on, in x's frame."""
         return self.denormalize(self._size(x, l), l)
-
-    def _offsets(self, sizes):
-        """(dx, dy), each [N = sum size**2]: every patch pixel's offset from the centre;
-        each patch occupies a contiguous, row-major run of size**2 entries."""
-        key = tuple(sizes)
-        if key not in self._offset_cache:
-            dx, dy = [], []
-            for size in sizes:
-                d = paddle.arange(size, dtype="int64") - size // 2
-                dx.append(d.tile([size]))
-                dy.append(d.repeat_interleave(size))
-            self._offset_cache[key] = paddle.concat(dx), paddle.concat(dy)
-        return self._offset_cache[key]
-
-    def extract_patches(self, x, l):
-        """All k patches at full resolution, before pooling.
-
-        Args:
-            x: [B, C, H, W] images.
-            l: [B, 2] locations in [-1, 1].
-        Returns:
-            list of k tensors [B, C, size_i, size_i]; patch i covers
-            [c - size_i // 2, c - size_i // 2 + size_i) on each axis, c the denormalized
-            centre, zeros outside the image.
-        """
-        return self._gather_patches(x, self.centre(x, l), self.sizes)
-
-    def extract_patch(self, x, l, size):
-        """One size x size patch per image: [B, C, size, size], as in extract_patches."""
-        return self._gather_patches(x, self.centre(x, l), [size])[0]
-
-    def _gather_patches(self, x, c, sizes):
-        """Patches of the given sides around centres c [B, 2]: one gather for all of them."""
-        B, C, H, W = x.shape
-        dx, dy = self._offsets(sizes)
-        cols = c[:, 0:1] + dx                                                    # [B, N]
-        rows = c[:, 1:2] + dy                                                    # [B, N]
-        inside = (cols >= 0) & (cols < W) & (rows >= 0) & (rows < H)             # [B, N]
-        # Clamped indices keep the gather in bounds; the mask zeroes what lies outside.
-        # (Cheaper than padding the images, whose cost grows with the widest patch.)
-        idx = (rows.clip(0, H - 1) * W + cols.clip(0, W - 1)).unsqueeze(1)        # [B, 1, N]
-        if C > 1:
-            idx = idx.expand([B, C, idx.shape[2]])
-        pixels = paddle.take_along_axis(x.reshape([B, C, H * W]), idx, axis=2,
-                                        broadcast=False)                         # [B, C, N]
-        pixels = pixels * inside.unsqueeze(1).astype(x.dtype)
-        patches, start = [], 0
-        for size in sizes:
-            patches.append(pixels[:, :, start:start + size * size].reshape([B, C, size, size]))
-            start += size * size
-        return patches
 
     def foveate(self, x, l):
         """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel.

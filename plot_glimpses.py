@@ -79,7 +79,7 @@ def glimpse_boxes(loc, H, W, g, k, s):
     Args: loc [2] in [-1, 1] (x, y); H, W image size; g patch size, k patches, s scale.
     Returns: [(x0, y0, size)] for i = 0..k-1, size = g * s**i: the patch covers columns
     x0 .. x0 + size - 1 and rows y0 .. y0 + size - 1 (possibly partly outside the image),
-    i.e. exactly the pixels modules.Retina reads (extract_patches). Drawn over imshow, whose
+    i.e. exactly the pixels modules.Retina reads. Drawn over imshow, whose
     pixel j spans j - 0.5 .. j + 0.5, that is the rectangle with lower-left corner
     (x0 - 0.5, y0 - 0.5) and width = height = size.
     """

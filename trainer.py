@@ -674,7 +674,7 @@ class Trainer:
                     f"{k}={REFERENCE_ARCH[k]}" for k in ("patch_size", "num_patches",
                                                          "glimpse_scale", "num_glimpses", "std")))
         elif state is not None and adopted:
-            self.logger.info(f"[*] Read with the checkpoint's own " + ", ".join(
+            self.logger.info("[*] Read with the checkpoint's own " + ", ".join(
                 f"{k}={v}" for k, v in adopted.items()) + " (the flags differ)")
         if state is not None and config.is_train:
             stored = state.get("config") or {}

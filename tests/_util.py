@@ -119,6 +119,27 @@ def naive_glimpse(img, loc, g, k, s):
     return np.concatenate(parts)
 
 
+def naive_patches(x, l, g, k, s):
+    """The k full-resolution patches the Retina reads around l [B, 2] from x [B, C, H, W]:
+    patch i, side g * s**i, covers [c - side // 2, c - side // 2 + side) on each axis (c the
+    centre pixel), zeros outside the image. A list of k float64 arrays [B, C, side, side]."""
+    x = np.asarray(x, dtype=np.float64)
+    B, C, H, W = x.shape
+    out = []
+    for i in range(k):
+        size = g * s ** i
+        patches = np.zeros((B, C, size, size))
+        for b in range(B):
+            pad = size + 1
+            big = np.zeros((C, H + 2 * pad, W + 2 * pad))
+            big[:, pad:pad + H, pad:pad + W] = x[b]
+            top = centre(l[b][1], H) - size // 2 + pad
+            left = centre(l[b][0], W) - size // 2 + pad
+            patches[b] = big[:, top:top + size, left:left + size]
+        out.append(patches)
+    return out
+
+
 def naive_glimpses(x, l, g, k, s):
     """Batch version by a Python loop: x [B, C, H, W], l [B, 2] -> [B, k*C*g*g]."""
     return np.stack([naive_glimpse(x[b], l[b], g, k, s) for b in range(len(x))])

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import plot_glimpses as pg  # noqa: E402
-from _util import write_idx  # noqa: E402
+from _util import naive_patches, write_idx  # noqa: E402
 
 SCRIPT = str(ROOT / "plot_glimpses.py")
 # Small architecture with 3 scales, so nested boxes and pooled patches are exercised.
@@ -42,9 +42,7 @@ def decodes(path):
 
 def retina_patches(retina, x, l):
     """The k full-resolution patches the Retina reads, as numpy [B, C, size, size] each."""
-    if hasattr(retina, "extract_patches"):
-        return [p.numpy() for p in retina.extract_patches(x, l)]
-    return [retina.extract_patch(x, l, size).numpy() for size in retina.sizes]
+    return naive_patches(x.numpy(), l.numpy(), retina.g, retina.k, retina.s)
 
 
 def assert_one_line_error(done):
@@ -236,7 +234,6 @@ def test_ckpt_mode_writes_gif_png_and_retina(tiny_ckpt):
 
 def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
     """The locations drawn are the model's own rollout, and its patches are the Retina's."""
-    import paddle
     import data_loader
     from trainer import load_model
     model, cfg = load_model(str(tiny_ckpt["ckpt"]))

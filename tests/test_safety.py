@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import ROOT, MAIN, acc_lines, cli_env, epoch_lines, run_main, stderr_lines
+from _util import ROOT, acc_lines, epoch_lines, run_main
 from test_errors import assert_one_error_line
 
 NAME = "ram_2_8x8_1"
