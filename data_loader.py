@@ -11,6 +11,9 @@ Datasets (`--dataset`):
               same split, pasted at random positions (the paper: 4 at 60x60, 8 at 100x100).
 Training canvases are drawn afresh every epoch from (random_seed, epoch); validation and test
 canvases are fixed by VALID_SEED and TEST_SEED, identical on every run and machine.
+
+Batches hold pixel intensities 0..255 (float32); the model's retina normalises them with
+MEAN and STD, after pooling (see modules.Retina).
 """
 import contextlib
 import gzip
@@ -22,7 +25,7 @@ import numpy as np
 
 from utils import RamError, check_batch_split, save_image_grid
 
-MEAN, STD = 0.1307, 0.3081
+MEAN, STD = 0.1307, 0.3081  # MNIST's pixel mean and std (of intensities / 255), as the reference
 VALID_SEED, TEST_SEED = 20140624, 20141208  # fixed evaluation canvases (any run, any machine)
 PIECE = 8                                   # side of a clutter piece, as in the paper
 DATASETS = ("mnist", "translated", "cluttered")
@@ -110,14 +113,20 @@ def load_mnist(data_dir, split):
     return images, labels.astype(np.int64)
 
 
+def pixels(images):
+    """uint8 [N, H, W] -> float32 [N, 1, H, W] intensities 0..255: what the model reads."""
+    return images.astype(np.float32)[:, None]
+
+
 def normalize(images):
-    """uint8 [N, H, W] -> float32 [N, 1, H, W] with MNIST's mean and std, as the reference."""
+    """uint8 [N, H, W] -> float32 [N, 1, H, W] with MNIST's mean and std: the reference
+    implementation's input, which its model reads as it is."""
     return ((images.astype(np.float32) / 255.0 - MEAN) / STD)[:, None]
 
 
 def shift_images(x, shifts):
-    """x [B, C, H, W] normalised images, shifts [B, 2] int64 (rows down, columns right) ->
-    the images moved by them, the uncovered border filled with the normalised blank."""
+    """x [B, C, H, W] images, shifts [B, 2] int64 (rows down, columns right) -> the images
+    moved by them, the uncovered border blank (0)."""
     import paddle
     B, C, H, W = x.shape
     rows = paddle.arange(H, dtype="int64").unsqueeze(0) - shifts[:, 0:1]        # [B, H]
@@ -127,8 +136,7 @@ def shift_images(x, shifts):
     idx = (rows.clip(0, H - 1).unsqueeze(2) * W + cols.clip(0, W - 1).unsqueeze(1))
     idx = idx.reshape([B, 1, H * W]).expand([B, C, H * W])
     moved = paddle.take_along_axis(x.reshape([B, C, H * W]), idx, axis=2, broadcast=False)
-    blank = paddle.full_like(moved, -MEAN / STD)
-    return paddle.where(inside.reshape([B, 1, H * W]), moved, blank).reshape([B, C, H, W])
+    return (moved * inside.reshape([B, 1, H * W]).astype(x.dtype)).reshape([B, C, H, W])
 
 
 class TensorLoader:
@@ -152,7 +160,7 @@ class TensorLoader:
 
     @staticmethod
     def _prepare(images):
-        return normalize(images)
+        return pixels(images)
 
     def shard(self, rank, world, pad):
         """Yield only rank `rank`'s part of every batch, for a run of `world` processes.
@@ -268,7 +276,7 @@ class CanvasLoader(TensorLoader):
 
     @staticmethod
     def _prepare(images):
-        return normalize(images).reshape(len(images), -1)                   # [N, h*w]
+        return pixels(images).reshape(len(images), -1)                      # [N, h*w]
 
     def _draw(self, seed):
         """Placement parameters [N, 2 + 5 * clutter] int64 for every sample, from `seed`."""
@@ -308,9 +316,7 @@ class CanvasLoader(TensorLoader):
                           .reshape([B, -1]))
             where.append(((paste[:, :, 0] * N + paste[:, :, 1]).unsqueeze(2)
                           + self.piece_on_canvas).reshape([B, -1]))
-        # Pixels are stored normalised; normalising is increasing, so the max of normalised
-        # pixels over a normalised blank equals normalising the max afterwards, minus a pass.
-        blank = paddle.full([B, N * N], -MEAN / STD, dtype=self.x.dtype)
+        blank = paddle.zeros([B, N * N], dtype=self.x.dtype)
         canvas = paddle.put_along_axis(blank, paddle.concat(where, 1), paddle.concat(pixels, 1),
                                        axis=1, reduce="amax", broadcast=False)
         return canvas.reshape([B, 1, N, N]), paddle.gather(self.y, idx)

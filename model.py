@@ -23,14 +23,15 @@ class RecurrentAttention(nn.Layer):
     glimpse networks (default: the locator reads a detached h_t, as in the reference); core
     one of CoreNetwork.KINDS; first_fixation one of FIRST_FIXATIONS ("learned": the location
     network applied to h_0 = 0, a policy step of its own with its log-probability and
-    baseline)."""
+    baseline); normalize=(mean, std): the images hold pixel intensities 0..255, which the
+    retina normalises (see modules.Retina), else it reads x as given."""
 
     def __init__(self, g, k, s, c, h_g, h_l, std, hidden_size, num_classes,
-                 reinforce_core=False, core="rnn", first_fixation="random"):
+                 reinforce_core=False, core="rnn", first_fixation="random", normalize=None):
         super().__init__()
         self.hidden_size = hidden_size
         self.first_fixation = first_fixation
-        self.sensor = GlimpseNetwork(h_g, h_l, g, k, s, c)
+        self.sensor = GlimpseNetwork(h_g, h_l, g, k, s, c, normalize)
         self.rnn = CoreNetwork(h_g + h_l, hidden_size, core)
         self.locator = LocationNetwork(hidden_size, 2, std, detach=not reinforce_core)
         self.classifier = ActionNetwork(hidden_size, num_classes)

@@ -22,22 +22,25 @@ import paddle.nn.functional as F
 
 
 class Retina:
-    """Extracts a foveated glimpse: k nested square patches centred on one location.
+    """The glimpse sensor rho(x, l): k nested square patches centred on l.
 
     Patch i has side g * s**i pixels and is average-pooled back to g x g, so the first patch
-    is sharp and later ones see more context at lower resolution. Pixels outside the image
-    read as zero. The whole batch is served by gathers on device tensors (no per-sample
-    loop, no host copy), so the same code runs on a GPU.
+    is sharp and later ones see more context at lower resolution; pixels outside the image
+    read as zero. With normalize=(mean, std) the images hold pixel intensities 0..255 and the
+    sensor sees them as the reference's data pipeline normalises them, (p / 255 - mean) / std,
+    zero outside the image; without, it sees x as it is. The whole batch is served by gathers
+    on device tensors (no per-sample loop, no host copy), so the same code runs on a GPU.
     """
 
-    def __init__(self, g, k, s):
+    def __init__(self, g, k, s, normalize=None):
         self.g, self.k, self.s = int(g), int(k), int(s)
         self.sizes = [self.g * self.s ** i for i in range(self.k)]
+        self.normalize = normalize
         self._table = None
         self._padded = None
         self._pad_consts = {}
         self._scale_cache = {}
-        self._pool_consts = None
+        self._pool_consts = {}
 
     @staticmethod
     def denormalize(size, coords):
@@ -69,13 +72,11 @@ class Retina:
     def foveate(self, x, l):
         """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel.
 
-        The sharp patch is gathered pixel by pixel from the image padded once per batch
-        (_sharp_patch). A pooled patch (side g * f, f = s**i) is
-        read from a summed-area table instead: each of its g x g cells is the sum of an f x f
-        block, 4 table look-ups whatever f is, so wide glimpses cost no more than narrow
-        ones. Clamping a block to the image is exactly zero padding. The table is float64 so
-        that its differences are exact to float32 precision: the result equals avg-pooling
-        the full-resolution patch up to float32 rounding.
+        The sharp patch is gathered pixel by pixel from the (normalised) image padded once
+        per batch (_sharp_patch). A pooled patch (side g * f, f = s**i) is read from a
+        summed-area table of the raw pixels instead: each of its g x g cells is the sum of an
+        f x f block, 4 table look-ups whatever f is, so wide glimpses cost no more than
+        narrow ones, and normalising after pooling is exact because normalising is affine.
         """
         B = x.shape[0]
         sharp = self._sharp_patch(x, l)                                          # [B, C*g*g]
@@ -84,12 +85,19 @@ class Retina:
         pooled = self._pooled_patches(x, self.centre(x, l))
         return paddle.concat([sharp, pooled.reshape([B, -1])], axis=1)
 
+    def _pixels(self, x):
+        """What the sensor sees of x: (x / 255 - mean) / std with normalize, else x."""
+        if self.normalize is None:
+            return x
+        mean, std = self.normalize
+        return (x / 255.0 - mean) / std
+
     def _padded_image(self, x):
         """For the last x seen (like the summed-area table: T glimpses share one padding):
-        x zero-padded and flattened to [B, C*L], each channel laid out as `lead` zeros, then
-        the H rows at stride Wp = W + r, each followed by r zeros, then r*Wp zeros, where
-        r = g - g//2 >= g//2 is the patch's reach past its centre. Reading row i, col j at
-        lead + i*Wp + j, a column left of the image lands in the previous row's zeros and
+        _pixels(x) zero-padded and flattened to [B, C*L], each channel laid out as `lead`
+        zeros, then the H rows at stride Wp = W + r, each followed by r zeros, then r*Wp zeros,
+        where r = g - g//2 >= g//2 is the patch's reach past its centre. Reading row i, col j
+        at lead + i*Wp + j, a column left of the image lands in the previous row's zeros and
         one right of it in the row's own, so one gap per row pads both sides (less to copy
         than a frame of g on every side). Also the GEMM [2, g*g] and constant [g*g] that
         turn a centre (col, row) into the flat index of each sharp-patch pixel. Everything
@@ -112,7 +120,7 @@ class Retina:
                     paddle.to_tensor(offsets, dtype=x.dtype))
             gap, top, bottom, *index_consts = self._pad_consts[key]
             # Concats: Paddle's CPU pad kernel is several times slower.
-            rows = paddle.concat([x.reshape([B * C * H, W]), gap], axis=1)       # [B*C*H, Wp]
+            rows = paddle.concat([self._pixels(x).reshape([B * C * H, W]), gap], axis=1)
             flat = paddle.concat([top, rows.reshape([B * C, H * Wp]), bottom], axis=1)
             self._padded = (x, flat.reshape([B, -1]), *index_consts)
         return self._padded[1:]
@@ -138,7 +146,9 @@ class Retina:
         return paddle.take_along_axis(flat, idx, axis=2, broadcast=False).reshape([B, -1])
 
     def _summed_area_table(self, x):
-        """[B, C, H*W] float64, entry (r, c) = sum of x[:, :, :r+1, :c+1].
+        """[B, C, H*W], entry (r, c) = sum of x[:, :, :r+1, :c+1], exact: in x's float32 when
+        x holds pixel intensities (normalize) whose sums stay below 2**24 (canvases up to
+        256 x 256), where float32 adds integers exactly; otherwise in float64.
 
         Kept for the last x seen: a rollout glimpses the same images num_glimpses times, and
         the table costs more than all the look-ups of one glimpse. (Images are inputs, never
@@ -146,48 +156,58 @@ class Retina:
         """
         if self._table is None or self._table[0] is not x:
             B, C, H, W = x.shape
-            table = x.astype("float64").cumsum(axis=2).cumsum(axis=3)           # [B, C, H, W]
+            exact = self.normalize is not None and H * W * 255 < 2 ** 24
+            table = x.astype(x.dtype if exact else "float64").cumsum(axis=2).cumsum(axis=3)
             self._table = (x, table.reshape([B, C, H * W]))
         return self._table[1]
 
-    def _pooling_constants(self):
+    def _pooling_constants(self, dtype):
         """Block edges [k-1, g+1] int64 relative to the centre, for each pooled patch, and the
-        difference matrices: D [g, g+1] with (D @ v)[i] = v[i+1] - v[i], and E [k-1, g+1, g],
-        D transposed and divided by each patch's block area."""
-        if self._pool_consts is None:
+        difference matrices in `dtype`: D [g, g+1] with (D @ v)[i] = v[i+1] - v[i], and
+        E [k-1, g+1, g], D transposed and divided by each patch's block area."""
+        if dtype not in self._pool_consts:
             g, sizes = self.g, self.sizes[1:]
             blocks = paddle.to_tensor([[size // g] for size in sizes], dtype="int64")
             halves = paddle.to_tensor([[size // 2] for size in sizes], dtype="int64")
             edges = blocks * paddle.arange(g + 1, dtype="int64") - halves        # [k-1, g+1]
-            eye = paddle.eye(g + 1, dtype="float64")
+            eye = paddle.eye(g + 1, dtype=dtype)
             D = eye[1:] - eye[:-1]                                               # [g, g+1]
-            E = D.t().unsqueeze(0) / (blocks.astype("float64") ** 2).unsqueeze(2)
-            self._pool_consts = edges, D, E
-        return self._pool_consts
+            E = D.t().unsqueeze(0) / (blocks.astype(dtype) ** 2).unsqueeze(2)
+            self._pool_consts[dtype] = edges, D, E
+        return self._pool_consts[dtype]
 
     def _pooled_patches(self, x, c):
         """Patches 1..k-1 around centres c [B, 2], average-pooled: [B, k-1, C, g, g]."""
         B, C, H, W = x.shape
         g = self.g
         table = self._summed_area_table(x)                                       # [B, C, H*W]
-        edges, D, E = self._pooling_constants()
+        edges, D, E = self._pooling_constants(table.dtype)
         # Block edges clamped to the image; the sum over rows [0, e) is table row e - 1, and
         # an edge at 0 sums nothing (read entry 0, then zero it).
         edges = c.unsqueeze(2).unsqueeze(3) + edges                              # [B, 2, k-1, g+1]
-        cols, rows = edges[:, 0].clip(0, W) - 1, edges[:, 1].clip(0, H) - 1      # [B, k-1, g+1]
-        keep = (rows.unsqueeze(3) >= 0) & (cols.unsqueeze(2) >= 0)               # [B, k-1, g+1, g+1]
-        idx = rows.clip(min=0).unsqueeze(3) * W + cols.clip(min=0).unsqueeze(2)
+        cols, rows = edges[:, 0].clip(0, W), edges[:, 1].clip(0, H)              # [B, k-1, g+1]
+        keep = (rows.unsqueeze(3) > 0) & (cols.unsqueeze(2) > 0)                 # [B, k-1, g+1, g+1]
+        idx = (rows - 1).clip(min=0).unsqueeze(3) * W + (cols - 1).clip(min=0).unsqueeze(2)
         idx = idx.reshape([B, 1, -1])
         if C > 1:
             idx = idx.expand([B, C, idx.shape[2]])
         corners = paddle.take_along_axis(table, idx, axis=2, broadcast=False)
-        corners = corners * keep.reshape([B, 1, -1]).astype("float64")
+        corners = corners * keep.reshape([B, 1, -1]).astype(table.dtype)
         corners = corners.reshape([B, C, self.k - 1, g + 1, g + 1])
         # Block mean = difference of neighbouring corners along rows, then along columns,
         # over the area. Written as products with D and E, on contiguous data: the same
-        # float64 arithmetic as slicing and subtracting (exactly so when areas are powers of
-        # 2), but Paddle's CPU kernels are ~40x slower on strided slices.
-        pooled = paddle.matmul(paddle.matmul(D, corners), E).astype(x.dtype)    # [B, C, k-1, g, g]
+        # arithmetic as slicing and subtracting (exactly so when areas are powers of 2), but
+        # Paddle's CPU kernels are ~40x slower on strided slices.
+        pooled = paddle.matmul(paddle.matmul(D, corners), E)                    # [B, C, k-1, g, g]
+        if self.normalize is not None:
+            # The mean of the normalised block, zeros outside the image: of its pixels, the
+            # fraction n / area = (row span)(column span) / area lies inside, each normalised,
+            # so the mean is (mean of p - 255 * mean * n / area) / (255 * std).
+            mean, std = self.normalize
+            rows, cols = rows.astype(table.dtype), cols.astype(table.dtype)
+            inside = paddle.matmul(D, rows.unsqueeze(3)) * paddle.matmul(cols.unsqueeze(2), E)
+            pooled = (pooled - (255.0 * mean) * inside.unsqueeze(1)) * (1.0 / (255.0 * std))
+        pooled = pooled.astype(x.dtype)
         return pooled.transpose([0, 2, 1, 3, 4]) if C > 1 else pooled.reshape([B, -1, 1, g, g])
 
 
@@ -220,13 +240,13 @@ def linear_sum(*pairs):
 class GlimpseNetwork(nn.Layer):
     """g_t = relu(fc3(relu(fc1(phi))) + fc4(relu(fc2(l_{t-1})))): "what" plus "where".
 
-    Args: h_g, h_l hidden sizes of the phi and location layers; g, k, s retina parameters;
-    c image channels. forward(x [B, C, H, W], l_t_prev [B, 2]) -> g_t [B, h_g + h_l].
+    Args: h_g, h_l hidden sizes of the phi and location layers; g, k, s, normalize retina
+    parameters; c image channels. forward(x [B, C, H, W], l_t_prev [B, 2]) -> g_t [B, h_g + h_l].
     """
 
-    def __init__(self, h_g, h_l, g, k, s, c):
+    def __init__(self, h_g, h_l, g, k, s, c, normalize=None):
         super().__init__()
-        self.retina = Retina(g, k, s)
+        self.retina = Retina(g, k, s, normalize)
         self.fc1 = nn.Linear(k * g * g * c, h_g)
         self.fc2 = nn.Linear(2, h_l)
         self.fc3 = nn.Linear(h_g, h_g + h_l)

@@ -53,7 +53,8 @@ STRIP_PANEL = 1.25       # inches per image in the static strips (100 px)
 FRAME_MS = 800           # how long each glimpse stays on screen in the animations
 SCALE_COLORS = ("#ff2a2a", "#ffb000", "#00d0ff", "#7cff4a", "#ff4af0")
 # Pixel 0 and 1 after MNIST's normalisation: every panel shares one grey scale.
-VMIN, VMAX = (0 - MEAN) / STD, (1 - MEAN) / STD
+IMAGE_RANGE = (0, 255)                          # images: pixel intensities
+PATCH_RANGE = ((0 - MEAN) / STD, (1 - MEAN) / STD)  # patches: normalised, as the network sees them
 
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/\d+ \| lr (\S+)(?: std (\S+))? \| train loss (\S+) acc (\S+) \| "
@@ -121,7 +122,7 @@ def _to_rgb(fig):
 
 def _show(ax, image):
     H, W = image.shape
-    ax.imshow(image, cmap="gray", vmin=VMIN, vmax=VMAX, interpolation="nearest")
+    ax.imshow(image, cmap="gray", vmin=IMAGE_RANGE[0], vmax=IMAGE_RANGE[1], interpolation="nearest")
     ax.set_xlim(-0.5, W - 0.5)
     ax.set_ylim(H - 0.5, -0.5)
     ax.set_xticks([])
@@ -247,7 +248,8 @@ def render_retina(image, locs_one, patches, g, k, s, path, header=""):
         ax.set_title(f"glimpse {t + 1}", fontsize=8, pad=2)
         for i in range(k):
             ax = axes[i + 1, t]
-            ax.imshow(patches[t, i], cmap="gray", vmin=VMIN, vmax=VMAX, interpolation="nearest")
+            ax.imshow(patches[t, i], cmap="gray", vmin=PATCH_RANGE[0], vmax=PATCH_RANGE[1],
+                      interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             for side in ax.spines.values():
@@ -430,7 +432,7 @@ def plot_checkpoint(args):
 # ---------------------------------------------------------------------------- your own images
 def prepare_image(path, size):
     """An image file as the model's input: grey, size x size, light digit on a dark ground
-    (MNIST's polarity), normalised as data_loader.normalize. Returns (x [1, 1, size, size]
+    (MNIST's polarity), intensities 0..255 as data_loader.pixels. Returns (x [1, 1, size, size]
     float32, note) where note says what was done; one RamError naming the file otherwise."""
     from PIL import Image, UnidentifiedImageError
     if not os.path.isfile(path):
@@ -454,7 +456,7 @@ def prepare_image(path, size):
     if border.mean() > 127.5:  # dark digit on a light ground: MNIST's is the other way round
         a = 255 - a
         notes.append("inverted (dark on light)")
-    return data_loader.normalize(a[None]), ", ".join(notes)
+    return data_loader.pixels(a[None]), ", ".join(notes)
 
 
 def classify_images(args):

@@ -398,12 +398,14 @@ def adopt_arch(config, state):
 
 
 def build_model(config):
-    """The RecurrentAttention that `config` describes (1 channel, 10 classes: MNIST)."""
+    """The RecurrentAttention that `config` describes (1 channel, 10 classes: MNIST), reading
+    pixel intensities 0..255 normalised with MNIST's mean and std, as the loaders deliver."""
     return RecurrentAttention(
         config.patch_size, config.num_patches, config.glimpse_scale, 1, config.glimpse_hidden,
         config.loc_hidden, config.std, config.hidden_size, data_loader.NUM_CLASSES,
         reinforce_core=config.reinforce_core, core=getattr(config, "core", "rnn"),
-        first_fixation=getattr(config, "first_fixation", "random"))
+        first_fixation=getattr(config, "first_fixation", "random"),
+        normalize=(data_loader.MEAN, data_loader.STD))
 
 
 def load_model_state(model, state, path, name):
@@ -447,7 +449,7 @@ def load_model(path):
 
 class DeterministicEpisode(nn.Layer):
     """A whole episode with the location policy at its mean, for inference:
-    forward(x [N, C, H, W] normalised as data_loader.normalize does, l_0 [N, 2]) ->
+    forward(x [N, C, H, W] pixel intensities 0..255, l_0 [N, 2]) ->
     (log_probas [N, classes], locs [T, N, 2]). With a learned first fixation l_0 is the
     policy's own and the layer takes x alone."""
 
@@ -478,7 +480,7 @@ def export_inference(path, out_dir):
     try:
         paddle.jit.save(net, stem, input_spec=spec)
         described = {"checkpoint": os.path.abspath(path), "inputs": [s.name for s in spec],
-                     "image_size": config.canvas, "mean": data_loader.MEAN, "std": data_loader.STD,
+                     "image_size": config.canvas, "pixels": "intensities 0..255, digit light on dark",
                      "outputs": ["log_probas [N, 10]", "locs [T, N, 2]"],
                      "config": {k: getattr(config, k) for k in ARCH_KEYS}}
         with open(os.path.join(out_dir, "ram_config.json"), "w") as f:

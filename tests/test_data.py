@@ -7,8 +7,9 @@ import pytest
 
 import data_loader
 from _util import idx_bytes, write_idx
-from data_loader import (MEAN, STD, TensorLoader, get_test_loader, get_train_valid_loader,
-                         load_mnist, normalize, read_idx, shift_images, split_indices)
+from data_loader import (TensorLoader, get_test_loader, get_train_valid_loader,
+                         load_mnist, normalize, pixels, read_idx, shift_images,
+                         split_indices)
 from utils import RamError
 
 
@@ -155,9 +156,8 @@ def test_images_follow_their_labels_when_shuffled():
     loader = make_loader(5)
     loader.set_epoch(2)
     for x, y in loader:
-        # pixel value i, normalised, belongs to label i
-        expected = ((y.numpy().astype(np.float32) / 255.0 - MEAN) / STD)
-        np.testing.assert_allclose(x.numpy()[:, 0, 0, 0], expected, rtol=1e-6)
+        # pixel value i belongs to label i, delivered as the intensity itself
+        np.testing.assert_array_equal(x.numpy()[:, 0, 0, 0], y.numpy().astype(np.float32))
 
 
 def test_no_shuffle_keeps_order():
@@ -165,7 +165,7 @@ def test_no_shuffle_keeps_order():
 
 
 # ------------------------------------------------------------------ --shift augmentation
-BLANK = -MEAN / STD
+BLANK = 0.0
 
 
 def test_shift_images_moves_pixels_and_fills_the_blank():
@@ -224,12 +224,14 @@ def test_shift_leaves_validation_untouched(tiny_data):
         np.testing.assert_array_equal(x.numpy(), p.numpy())
 
 
-# ------------------------------------------------------------------ normalisation
-def test_normalisation_constants():
-    assert MEAN == 0.1307 and STD == 0.3081
-    out = normalize(np.array([[[0, 255], [51, 128]]], dtype=np.uint8))
+# ------------------------------------------------------------------ pixels
+def test_pixels_are_intensities_and_normalize_is_the_reference_input():
+    images = np.array([[[0, 255], [51, 128]]], dtype=np.uint8)
+    out = pixels(images)
     assert out.shape == (1, 1, 2, 2) and out.dtype == np.float32
-    np.testing.assert_allclose(out[0, 0], [[-0.424213, 2.821487], [0.224927, 1.205001]], atol=1e-5)
+    np.testing.assert_array_equal(out[0, 0], [[0, 255], [51, 128]])
+    np.testing.assert_allclose(normalize(images)[0, 0],
+                               [[-0.424213, 2.821487], [0.224927, 1.205001]], atol=1e-5)
 
 
 def test_data_loader_module_names_the_expected_files():

@@ -21,7 +21,7 @@ import pytest
 
 from _util import ROOT, acc_lines, cli_env, run_main, stderr_lines
 from config import check_config, get_config
-from data_loader import (MEAN, PIECE, STD, TEST_SEED, VALID_SEED, CanvasLoader,
+from data_loader import (PIECE, TEST_SEED, VALID_SEED, CanvasLoader,
                          TensorLoader, default_clutter, get_test_loader,
                          get_train_valid_loader, load_mnist, make_loader)
 from utils import RamError
@@ -41,8 +41,8 @@ def collect(loader):
 
 
 def pixels(x):
-    """Undo the MNIST normalisation: x [N, 1, H, W] -> [N, H, W] in [0, 1]."""
-    return x[:, 0] * STD + MEAN
+    """Loader images x [N, 1, H, W] (intensities 0..255) -> [N, H, W] in [0, 1]."""
+    return x[:, 0] / 255.0
 
 
 def split_params(params, K):
@@ -55,9 +55,9 @@ def split_params(params, K):
 def naive_canvas(images, params, canvas, K):
     """The spec as a per-image loop: a blank canvas, the digit at its corner, then K 8x8 crops
     of their source digits pasted at their corners; overlaps keep the brighter pixel.
-    images uint8 [N, 28, 28]; returns the normalised float32 [N, 1, canvas, canvas]."""
+    images uint8 [N, 28, 28]; returns the intensities float32 [N, 1, canvas, canvas]."""
     corner, source, crop, paste = split_params(params, K)
-    digits = images.astype(np.float32) / np.float32(255.0)
+    digits = images.astype(np.float32)
     out = np.zeros((len(images), canvas, canvas), dtype=np.float32)
     for i in range(len(images)):
         r, c = corner[i]
@@ -68,7 +68,7 @@ def naive_canvas(images, params, canvas, K):
             piece = digits[source[i, k], cr:cr + PIECE, cc:cc + PIECE]
             block = out[i, pr:pr + PIECE, pc:pc + PIECE]
             np.maximum(block, piece, out=block)
-    return ((out - np.float32(MEAN)) / np.float32(STD))[:, None]
+    return out[:, None]
 
 
 def random_digits(n, seed=0):

@@ -239,7 +239,8 @@ def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
     model, cfg = load_model(str(tiny_ckpt["ckpt"]))
     assert {k: getattr(cfg, k) for k in ARCH} == ARCH
     images, _ = data_loader.load_mnist(str(tiny_ckpt["data"]), "test")
-    x = data_loader.normalize(images[:4])
+    x = data_loader.pixels(images[:4])
+    seen = data_loader.normalize(images[:4])         # what the retina sees of x
     locs, pred, patches = pg.run_model(model, x, 3, seed=3)
     assert locs.shape == (3, 4, 2) and pred.shape == (4,) and patches.shape == (3, 4, 3, 4, 4)
     again = pg.run_model(model, x, 3, seed=3)
@@ -248,10 +249,10 @@ def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
     for t in range(3):
         for b in range(4):
             x0, y0, size = pg.glimpse_boxes(locs[t, b], 28, 28, g, k, s)[0]
-            assert np.allclose(pg.crop_box(x[b, 0], (x0, y0, size)), patches[t, b, 0])
+            assert np.allclose(pg.crop_box(seen[b, 0], (x0, y0, size)), patches[t, b, 0])
             # the widest box, average-pooled, is the last patch the network received
             x0, y0, size = pg.glimpse_boxes(locs[t, b], 28, 28, g, k, s)[2]
-            wide = pg.crop_box(x[b, 0], (x0, y0, size)).reshape(g, 4, g, 4).mean((1, 3))
+            wide = pg.crop_box(seen[b, 0], (x0, y0, size)).reshape(g, 4, g, 4).mean((1, 3))
             assert np.allclose(wide, patches[t, b, 2], atol=1e-5)
 
 

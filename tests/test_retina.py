@@ -161,3 +161,40 @@ def test_pooled_scales_equal_avg_pooling_the_full_patch_and_survive_new_images()
             f = patch.shape[-1] // 6
             pooled = patch.reshape(5, 2, 6, f, 6, f).mean(axis=(3, 5))
             np.testing.assert_allclose(phi[:, i], pooled, rtol=0, atol=2e-6)
+
+
+# ------------------------------------------------------------------ normalising sensor
+MNIST_NORM = (0.1307, 0.3081)
+
+
+def normalised(x):
+    """What the reference feeds its retina: (p / 255 - mean) / std, in float64."""
+    return (np.asarray(x, dtype=np.float64) / 255.0 - MNIST_NORM[0]) / MNIST_NORM[1]
+
+
+@pytest.mark.parametrize("H,W,g,k,s", [(28, 28, 8, 1, 2), (60, 60, 12, 3, 2),
+                                       (100, 100, 12, 4, 2), (17, 23, 3, 3, 3)])
+def test_normalising_retina_equals_the_naive_glimpse_of_the_normalised_image(H, W, g, k, s):
+    """With normalize the sensor reads intensities 0..255 and sees the normalised image, zero
+    outside it: pooling first and normalising after (over the in-image part of each block)
+    equals normalising first, to float32 rounding, at the edges and corners too."""
+    rng = np.random.RandomState(H + k)
+    B = 12
+    x = rng.randint(0, 256, size=(B, 1, H, W)).astype(np.float32)
+    l = rng.uniform(-1, 1, size=(B, 2)).astype(np.float32)
+    l[:4] = [[-1, -1], [1, 1], [-1, 1], [1, -1]]
+    retina = Retina(g, k, s, normalize=MNIST_NORM)
+    phi = retina.foveate(paddle.to_tensor(x), paddle.to_tensor(l)).numpy()
+    np.testing.assert_allclose(phi, naive_glimpses(normalised(x), l, g, k, s), rtol=0, atol=2e-6)
+
+
+def test_summed_area_table_is_exact_in_float32_for_pixel_intensities():
+    """The table of a 100x100 canvas of 8-bit intensities is float32 and holds the exact
+    integer sums (largest 255 * 10000 < 2**24); the same sensor without normalize keeps a
+    float64 table for arbitrary inputs."""
+    x = np.full((2, 1, 100, 100), 255, dtype=np.float32)
+    table = Retina(12, 4, 2, normalize=MNIST_NORM)._summed_area_table(paddle.to_tensor(x))
+    assert table.dtype == paddle.float32
+    expected = np.cumsum(np.cumsum(x.astype(np.int64), axis=2), axis=3).reshape(2, 1, -1)
+    np.testing.assert_array_equal(table.numpy().astype(np.int64), expected)
+    assert Retina(12, 4, 2)._summed_area_table(paddle.to_tensor(x)).dtype == paddle.float64
