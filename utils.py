@@ -13,6 +13,9 @@ import numpy as np
 # Paddle warns on import about a missing C++ build cache; it concerns custom operators, which
 # RAM does not build. Every entry point imports this module before Paddle.
 warnings.filterwarnings("ignore", message="No ccache found")
+# Paddle 3 flags calls whose signature differs from PyTorch's namesake (paddle.chunk, x.max());
+# the code here uses Paddle's own semantics on purpose.
+warnings.filterwarnings("ignore", message=r"\s*Non compatible API")
 
 
 class RamError(Exception):

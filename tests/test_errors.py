@@ -7,8 +7,9 @@ import numpy as np
 import paddle
 import pytest
 
-from config import get_config
+from config import check_config, get_config
 from _util import idx_bytes, run_main, stderr_lines
+from utils import RamError
 
 NAME = "ram_2_8x8_1"
 
@@ -31,6 +32,14 @@ def common(tmp_path):
 
 
 # ------------------------------------------------------------------ impossible configs
+def config_error(*args):
+    """check_config's message for these flags: what main.py prints after 'error: '."""
+    config = get_config([str(a) for a in args])
+    with pytest.raises(RamError) as e:
+        check_config(config)
+    return str(e.value)
+
+
 @pytest.mark.parametrize("flag,value", [
     ("--patch_size", "0"), ("--num_patches", "0"), ("--glimpse_scale", "0"),
     ("--valid_size", "1.0"), ("--num_glimpses", "0"), ("--std", "0.0"), ("--batch_size", "0"),
@@ -38,27 +47,27 @@ def common(tmp_path):
     ("--random_seed", str(2 ** 32)), ("--ema_decay", "1.0"), ("--rollouts", "0"),
     ("--clip_grad", "-1.0"),
 ])
-def test_impossible_config(tmp_path, flag, value):
-    res = run_main([flag, value, "--data_dir", tmp_path / "nowhere", *common(tmp_path)],
-                   cwd=tmp_path, timeout=60)
-    line = assert_one_error_line(res, flag, f"(got {value})")
-    assert line.startswith(f"error: {flag} must be")
-    assert not (tmp_path / "ckpt").exists()              # rejected before anything is written
+def test_impossible_config(flag, value):
+    message = config_error(flag, value)
+    assert message.startswith(f"{flag} must be") and f"(got {value})" in message
 
 
 @pytest.mark.parametrize("args,needle", [
     (["--shift", "28"], "use at most 27"),
     (["--shift", "2", "--dataset", "translated"], "applies to --dataset mnist"),
+    (["--valid_size", "0"], "--valid_size 0"),
 ])
-def test_shift_that_cannot_apply(tmp_path, args, needle):
-    res = run_main([*args, "--data_dir", tmp_path / "nowhere", *common(tmp_path)],
+def test_config_that_cannot_apply(args, needle):
+    assert needle in config_error(*args)
+
+
+def test_impossible_config_through_main_writes_nothing(tmp_path):
+    """End to end: one 'error:' line, exit code 2, rejected before anything is written."""
+    res = run_main(["--patch_size", "0", "--data_dir", tmp_path / "nowhere", *common(tmp_path)],
                    cwd=tmp_path, timeout=60)
-    assert_one_error_line(res, "--shift", needle)
-
-
-def test_valid_size_zero_is_rejected_for_training_only(tmp_path):
-    res = run_main(["--valid_size", "0", *common(tmp_path)], cwd=tmp_path, timeout=60)
-    assert_one_error_line(res, "--valid_size 0")
+    assert assert_one_error_line(res, "--patch_size", "(got 0)").startswith(
+        "error: --patch_size must be")
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "logs").exists()
 
 
 # ------------------------------------------------------------------ bool flags
