@@ -31,15 +31,17 @@ import os
 import pickle
 import sys
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 
 from config import check_config, parser as ram_parser, str2bool  # noqa: E402
+from data_loader import NUM_CLASSES  # noqa: E402
 from utils import ARCH_KEYS, RamError, model_name, one_line_errors  # noqa: E402
 
 TORCH_MISSING = ("align.py needs PyTorch, which training and testing do not: "
                  "pip install -r requirements-dev.txt")
-CHANNELS, NUM_CLASSES = 1, 10  # what trainer.py builds: greyscale MNIST, 10 digits
+CHANNELS = 1  # what trainer.build_model builds: greyscale MNIST
 OUTPUTS = ("h_t", "l_t", "b_t", "log_pi", "log_probas")
 
 
@@ -173,11 +175,9 @@ def image_side(arch):
 
 
 def paddle_model(arch):
-    """Our network of this architecture, built as trainer.py builds it."""
-    from model import RecurrentAttention
-    return RecurrentAttention(arch["patch_size"], arch["num_patches"], arch["glimpse_scale"],
-                              CHANNELS, arch["glimpse_hidden"], arch["loc_hidden"], arch["std"],
-                              arch["hidden_size"], NUM_CLASSES)
+    """Our network of this architecture, built by trainer.build_model as main.py builds it."""
+    from trainer import build_model
+    return build_model(SimpleNamespace(**{"reinforce_core": False, **arch}))
 
 
 # ---------------------------------------------------------------- layouts
@@ -391,7 +391,8 @@ def torch_network(arch):
 
 # ---------------------------------------------------------------- the check
 def check_inputs(args, arch):
-    """Images [B, 1, H, W] (as main.py feeds them), l_0 [B, 2], noise [T, B, 2]."""
+    """Images [B, 1, H, W] (pixel intensities, as main.py feeds them), l_0 [B, 2],
+    noise [T, B, 2]."""
     import data_loader
     rng = np.random.RandomState(args.seed)
     if args.batch_size < 1:
@@ -401,7 +402,7 @@ def check_inputs(args, arch):
         dataset = arch.get("dataset", "mnist")
         if dataset == "mnist":
             images = data_loader.load_mnist(args.data_dir, "test")[0][:args.batch_size]
-            x = data_loader.normalize(images)
+            x = data_loader.pixels(images)
         else:  # the test split as main.py builds it
             extra = {k: arch[k] for k in ("dataset", "canvas", "clutter") if k in arch}
             loader = data_loader.get_test_loader(args.data_dir, args.batch_size, **extra)
@@ -409,7 +410,7 @@ def check_inputs(args, arch):
         what = f"the first {len(x)} {dataset} test images of {args.data_dir}"
     else:
         images = rng.randint(0, 256, size=(args.batch_size, side, side)).astype(np.uint8)
-        x = data_loader.normalize(images)
+        x = data_loader.pixels(images)
         what = f"{len(x)} random {side}x{side} images"
     B, T = len(x), arch["num_glimpses"]
     l_0 = rng.uniform(-1.0, 1.0, size=(B, 2)).astype(np.float32)
@@ -419,8 +420,11 @@ def check_inputs(args, arch):
 
 
 def torch_trace(arch, arrays, x, l_0, noise):
-    """Per-glimpse outputs of the PyTorch network: {name: [array per glimpse]}."""
+    """Per-glimpse outputs of the PyTorch network: {name: [array per glimpse]}. It reads the
+    images normalised, as the reference's data pipeline feeds them."""
     import torch
+    import data_loader
+    x = (x / 255.0 - data_loader.MEAN) / data_loader.STD
     net = torch_network(arch)
     net.load_state_dict({k: torch.from_numpy(np.array(a, dtype=x.dtype))
                          for k, a in arrays.items()}, strict=True)

@@ -1,7 +1,7 @@
 """Command-line flags, grouped as in the reference implementation, plus checks on their values."""
 import argparse
 
-from data_loader import DATASETS, default_clutter
+from data_loader import DATASETS, settle_canvas
 from model import FIRST_FIXATIONS
 from modules import CoreNetwork
 from utils import RamError, available_memory
@@ -216,24 +216,19 @@ def check_config(config):
         if given:
             warnings.append("[!] " + ", ".join("--" + f for f in given)
                             + " apply to training only; ignored when testing")
+    config.canvas, config.clutter = settle_canvas(config.dataset, config.canvas, config.clutter)
     if config.dataset == "mnist":
-        config.canvas, config.clutter = 28, 0
         need(config.shift < 28, f"--shift {config.shift} moves the 28x28 digits off the "
              "image; use at most 27 (a few pixels, e.g. 2)")
     else:
-        need(config.canvas >= 28, f"--canvas must be >= 28, the digits' size (got {config.canvas})")
-        if config.dataset == "translated":
-            config.clutter = 0
-        elif config.clutter is None:
-            config.clutter = default_clutter(config.canvas)
-        need(config.clutter >= 0, f"--clutter must be >= 0 (got {config.clutter})")
         need(config.shift == 0, f"--shift applies to --dataset mnist; {config.dataset} digits "
              "already sit at random places on the canvas (drop --shift)")
     image_size = config.canvas
     need(config.valid_size > 0 or not config.is_train,
          "--valid_size 0 leaves nothing to validate on; training needs e.g. --valid_size 0.1")
-    # A batch of canvases, the retina's float64 summed-area table and its padded copy: about
-    # 32 bytes a pixel. Say so before allocating instead of failing inside Paddle.
+    # A batch of canvases, the retina's summed-area table (float64 past 256x256) and its padded
+    # copy: at most about 32 bytes a pixel. Say so before allocating instead of failing inside
+    # Paddle.
     need_bytes, have = 32 * config.batch_size * image_size ** 2, available_memory()
     need(have is None or need_bytes < have,
          f"--canvas {image_size} needs about {need_bytes / 2 ** 30:.1f} GiB per batch of "

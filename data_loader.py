@@ -37,6 +37,22 @@ def default_clutter(canvas):
     return 4 if canvas <= 60 else 8
 
 
+def settle_canvas(dataset, canvas, clutter):
+    """(canvas, clutter) that `dataset` is built with: 28 and 0 for mnist, no clutter for
+    translated, default_clutter(canvas) for cluttered when clutter is None. One RamError for
+    what cannot be built."""
+    if dataset not in DATASETS:
+        raise RamError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "mnist":
+        return 28, 0
+    if canvas < 28:
+        raise RamError(f"--canvas must be >= 28, the digits' size (got {canvas})")
+    k = 0 if dataset == "translated" else default_clutter(canvas) if clutter is None else clutter
+    if k < 0:
+        raise RamError(f"--clutter must be >= 0 (got {k})")
+    return canvas, k
+
+
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -262,8 +278,6 @@ class CanvasLoader(TensorLoader):
                  fixed_seed=None):
         import paddle
         n, h, w = images.shape
-        if canvas < max(h, w):
-            raise RamError(f"--canvas {canvas} is smaller than the {h}x{w} digits; use at least {max(h, w)}")
         super().__init__(images, labels, batch_size, shuffle, seed)
         self.canvas, self.clutter, self.fixed_seed, self.digit = canvas, clutter, fixed_seed, h
         r, c = np.divmod(np.arange(h * h), h)
@@ -325,14 +339,10 @@ class CanvasLoader(TensorLoader):
 def make_loader(images, labels, batch_size, dataset="mnist", canvas=60, clutter=None,
                 shuffle=False, seed=0, fixed_seed=None, shift=0):
     """A TensorLoader (mnist, optionally shifted) or CanvasLoader (translated, cluttered)."""
+    canvas, clutter = settle_canvas(dataset, canvas, clutter)
     if dataset == "mnist":
         return TensorLoader(images, labels, batch_size, shuffle, seed, shift)
-    if dataset not in DATASETS:
-        raise RamError(f"unknown --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    k = 0 if dataset == "translated" else (default_clutter(canvas) if clutter is None else clutter)
-    if k < 0:
-        raise RamError(f"--clutter must be >= 0 (got {k})")
-    return CanvasLoader(images, labels, batch_size, canvas, k, shuffle, seed, fixed_seed)
+    return CanvasLoader(images, labels, batch_size, canvas, clutter, shuffle, seed, fixed_seed)
 
 
 def split_indices(n, valid_size, seed, shuffle=True):

@@ -8,6 +8,7 @@ tune_cpu_env()  # before anything imports Paddle: MKL reads its environment once
 
 import data_loader  # noqa: E402  (after tune_cpu_env on purpose)
 from config import check_config, get_config  # noqa: E402
+from plot_glimpses import plot_curves  # noqa: E402
 from trainer import Trainer, export_inference  # noqa: E402
 
 
@@ -19,7 +20,7 @@ def main(argv=None):
         return export(config)
     device = select_device(config.device, config.use_gpu)
     set_seed(config.random_seed)
-    trainer = Trainer(config, device)  # joins the process group when launched distributed
+    trainer = Trainer(config, device, plot_curves)  # joins the process group when launched distributed
     for note in notes:
         trainer.logger.info(note)
     if config.is_train:

@@ -42,13 +42,25 @@ class RecurrentAttention(nn.Layer):
         """1 when the first fixation is a draw of the policy (noise and log_pi get a row)."""
         return int(self.first_fixation == "learned")
 
+    def draw_episode(self, batch, num_glimpses, dtype, l_0=None, noise=None):
+        """The episode's random draws that are not given, from Paddle's seeded generator in
+        this order: the first fixation l_0 [B, 2] uniform over the image (for a random first
+        fixation; else None), then the policy's standard-normal noise [P + T, B, 2] (None at
+        std 0, where the policy is its mean)."""
+        if l_0 is None and self.first_fixation == "random":
+            l_0 = paddle.uniform([batch, 2], dtype=dtype, min=-1.0, max=1.0)
+        if noise is None and self.locator.std > 0:
+            steps = self.policy_steps_before_first_glimpse + num_glimpses
+            noise = paddle.randn([steps, batch, 2], dtype=dtype)
+        return l_0, noise
+
     def forward(self, x, l_t_prev, h_t_prev, noise=None):
         """One glimpse.
 
         Args:
             x: [B, C, H, W]; l_t_prev: [B, 2]; h_t_prev: [B, state_size], the core's state
-            (h_{t-1} itself for the RNN cores); noise: optional [B, 2] standard-normal draw
-            for the location policy.
+            (h_{t-1} itself for the RNN cores); noise: [B, 2] standard-normal draw for the
+            location policy (None only at std 0).
         Returns:
             (state_t [B, state_size], l_t [B, 2], b_t [B], log_pi [B]); the classifier reads
             self.rnn.hidden(state_T) once the episode is over (see rollout).
@@ -66,17 +78,19 @@ class RecurrentAttention(nn.Layer):
         Args:
             x: [B, C, H, W]; l_0: optional first fixation [B, 2] (not with "learned");
             noise: optional location-policy noise [P + num_glimpses, B, 2] (exact, repeatable
-            runs), P = policy_steps_before_first_glimpse.
+            runs), P = policy_steps_before_first_glimpse; what is not given is drawn
+            (draw_episode).
         Returns:
             log_probas [B, classes], log_pi [B, P + T], baselines [B, P + T], locs [T, B, 2]
             where locs[t] is where glimpse t looked (locs[0] = l_0).
         """
         B = x.shape[0]
+        if l_0 is not None and self.first_fixation == "learned":
+            raise ValueError("a learned first fixation is drawn from the policy; pass noise")
+        l_0, noise = self.draw_episode(B, num_glimpses, x.dtype, l_0, noise)
         state = paddle.zeros([B, self.rnn.state_size], dtype=x.dtype)
         locs, log_pis, baselines = [], [], []
         if self.first_fixation == "learned":
-            if l_0 is not None:
-                raise ValueError("a learned first fixation is drawn from the policy; pass noise")
             h_0 = self.rnn.hidden(state)
             log_pi, l_t = self.locator(h_0, None if noise is None else noise[0])
             log_pis.append(log_pi)
@@ -84,10 +98,8 @@ class RecurrentAttention(nn.Layer):
             noise = None if noise is None else noise[1:]
         elif l_0 is not None:
             l_t = l_0
-        elif self.first_fixation == "centre":
+        else:  # centre
             l_t = paddle.zeros([B, 2], dtype=x.dtype)
-        else:  # uniform over the image, drawn from Paddle's seeded generator
-            l_t = paddle.uniform([B, 2], dtype=x.dtype, min=-1.0, max=1.0)
         for t in range(num_glimpses):
             locs.append(l_t)
             state, l_t, b_t, log_pi = self(x, l_t, state, None if noise is None else noise[t])

@@ -296,6 +296,14 @@ class CoreNetwork(nn.Layer):
         return paddle.concat([F.sigmoid(o) * paddle.tanh(c_t), c_t], axis=1)
 
 
+def gaussian_log_pi(dev, std):
+    """log N(l; mu, std^2 I) of 2-D samples from dev = l - mu [N, 2] -> [N]:
+    -|dev|^2 / (2 std^2) - 2 log std - log 2 pi (the policy's log-probability; the fused
+    training episode computes it with this function too)."""
+    return paddle.scale((dev * dev).sum(axis=1), scale=-0.5 / std ** 2,
+                        bias=-2.0 * math.log(std) - math.log(2 * math.pi))
+
+
 class LocationNetwork(nn.Layer):
     """Gaussian policy over the next fixation, mu = tanh(fc_lt(relu(fc(h_t)))), fixed std.
 
@@ -303,10 +311,9 @@ class LocationNetwork(nn.Layer):
     weights. By default (the reference) the policy reads a detached h_t, so REINFORCE trains
     only these weights; with detach=False its gradient also reaches the core and glimpse
     networks, as in the paper's objective over all of the agent's parameters.
-    forward(h_t [B, in], noise=None) -> (log_pi [B], l_t [B, 2]). `noise` is the
-    standard-normal draw [B, 2]; pass it to make the rollout exact, leave it None to draw
-    from Paddle's seeded generator. With std 0 (testing at the policy's mean) l_t = mu and
-    log_pi = 0, drawing nothing.
+    forward(h_t [B, in], noise [B, 2]) -> (log_pi [B], l_t [B, 2]), noise the standard-normal
+    draw (RecurrentAttention.draw_episode). With std 0 (testing at the policy's mean) l_t = mu
+    and log_pi = 0, the noise unused.
     """
 
     def __init__(self, input_size, output_size, std, detach=True):
@@ -316,18 +323,14 @@ class LocationNetwork(nn.Layer):
         self.fc = nn.Linear(input_size, input_size // 2)
         self.fc_lt = nn.Linear(input_size // 2, output_size)
 
-    def forward(self, h_t, noise=None):
+    def forward(self, h_t, noise):
         hidden = F.relu(linear_sum((self.fc, h_t.detach() if self.detach else h_t)))
         mu = paddle.tanh(linear_sum((self.fc_lt, hidden)))
         if self.std == 0:  # the policy's mean: a deterministic fixation, log pi = 0
             return paddle.zeros([mu.shape[0]], dtype=mu.dtype), mu.detach()
-        if noise is None:
-            noise = paddle.randn(mu.shape, dtype=mu.dtype)
         l_t = (mu + self.std * noise).detach()
-        # log N(l_t; mu, std) of the unclipped sample, summed over the two independent axes.
-        log_pi = (-((l_t - mu) ** 2) / (2 * self.std ** 2)
-                  - math.log(self.std) - 0.5 * math.log(2 * math.pi)).sum(axis=1)
-        return log_pi, l_t.clip(-1.0, 1.0)
+        # Of the unclipped sample: the clipped one is where the sensor looks.
+        return gaussian_log_pi(l_t - mu, self.std), l_t.clip(-1.0, 1.0)
 
 
 class ActionNetwork(nn.Layer):

@@ -29,6 +29,7 @@ from tqdm import tqdm
 import data_loader
 from config import EVAL_STD, check_config, get_config
 from model import RecurrentAttention
+from modules import gaussian_log_pi
 from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, atomic_write,
                    check_batch_split,
                    check_not_pretrained, ensure_dir, fixed_rng, get_logger, init_distributed,
@@ -159,10 +160,7 @@ class _FusedEpisode(PyLayer):
         S = {k: paddle.concat(v) for k, v in keep.items()}                       # [T*B, ...]
         # What the trajectory does not depend on, for all glimpses at once.
         S["dev"] = S["l_raw"] - S["mu"]                                          # [T*B, 2]
-        # log N(l; mu, std) summed over the two axes, as LocationNetwork computes it.
-        log_pi = paddle.scale((S["dev"] * S["dev"]).sum(axis=1), scale=-0.5 / std ** 2,
-                              bias=-2.0 * math.log(std) - math.log(2 * math.pi))
-        log_pi = log_pi.reshape([T, B]).t()                                      # [B, T]
+        log_pi = gaussian_log_pi(S["dev"], std).reshape([T, B]).t()              # [B, T]
         baselines = paddle.addmm(bb, S["h"], Wb).reshape([T, B]).t()             # [B, T]
         log_probas = F.log_softmax(paddle.addmm(bc, h_t, Wc), axis=1)            # [B, classes]
         loss, correct, R = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight)
@@ -243,22 +241,11 @@ def fused_parameters(model):
     return [p for layer in layers for p in (layer.weight, layer.bias)]
 
 
-def draw_episode(batch, num_glimpses, dtype):
-    """A random first fixation l_0 [B, 2] and the policy's noise [T, B, 2], from Paddle's
-    generator in the order RecurrentAttention.rollout draws them."""
-    l_0 = paddle.uniform([batch, 2], dtype=dtype, min=-1.0, max=1.0)
-    return l_0, paddle.randn([num_glimpses, batch, 2], dtype=dtype)
-
-
 def fused_rollout_loss(model, x, y, num_glimpses, reinforce_weight=0.01, l_0=None, noise=None):
     """rollout_loss(model, x, y, num_glimpses, 1, reinforce_weight, l_0, noise) for training:
     the same Episode and the same gradients (to float rounding), faster (see _FusedEpisode).
-    Draws l_0 and the noise [T, B, 2] from Paddle's generator in the order rollout does
-    (one draw of T*B*2 normals is the T draws of B*2 that rollout makes, one per glimpse:
-    tests/test_fused.py holds the two equal)."""
-    if l_0 is None or noise is None:
-        drawn = draw_episode(x.shape[0], num_glimpses, x.dtype)
-        l_0, noise = l_0 if l_0 is not None else drawn[0], noise if noise is not None else drawn[1]
+    Draws what is not given as rollout does (RecurrentAttention.draw_episode)."""
+    l_0, noise = model.draw_episode(x.shape[0], num_glimpses, x.dtype, l_0, noise)
     loss, correct, log_probas, locs = _FusedEpisode.apply(
         model, x, y, l_0, noise, reinforce_weight, *fused_parameters(model))
     return Episode(loss, correct, log_probas, locs)
@@ -300,7 +287,7 @@ def fused_matches_model(model, x, y, num_glimpses, reinforce_weight, seed=0, tol
     behind and the training run's random stream where it was."""
     results = []
     with fixed_rng(seed):
-        l_0, noise = draw_episode(x.shape[0], num_glimpses, x.dtype)
+        l_0, noise = model.draw_episode(x.shape[0], num_glimpses, x.dtype)
     for episode in (fused_rollout_loss, partial(rollout_loss, M=1)):
         model.clear_gradients(set_to_zero=False)
         ep = episode(model, x, y, num_glimpses, reinforce_weight=reinforce_weight, l_0=l_0,
@@ -632,11 +619,14 @@ class Trainer:
     Started by paddle.distributed.launch, every process builds a Trainer: the training step
     runs under paddle.DataParallel, metrics are summed over the ranks, and only rank 0 logs
     and writes files. Checkpoints hold the bare model, so any number of ranks can resume them.
+    `plot_curves(log_file, out_png)`, if given, draws the learning curves when training ends
+    (main.py passes plot_glimpses.plot_curves).
     """
 
-    def __init__(self, config, device="cpu"):
+    def __init__(self, config, device="cpu", plot_curves=None):
         self.config = config
         self.device = device
+        self._draw_curves = plot_curves
         self.rank, self.world = init_distributed()
         self.is_main = self.rank == 0
         if self.world > 1 and config.is_train:
@@ -1120,11 +1110,12 @@ class Trainer:
 
     def plot_curves(self):
         """Learning curves of this model's log (all runs, resumed ones included) as a PNG."""
-        from plot_glimpses import plot_curves
+        if self._draw_curves is None:
+            return
         log = os.path.join(self.config.logs_dir, self.name + ".log")
         out = os.path.join(self.config.plot_dir, self.name + "_curves.png")
         try:
-            self.logger.info(f"[*] Learning curves: {plot_curves(log, out)}")
+            self.logger.info(f"[*] Learning curves: {self._draw_curves(log, out)}")
         except (RamError, OSError) as e:  # nothing to draw, or nowhere: nothing lost
             self.logger.info(f"[!] No learning curves: {e}")
 
