@@ -30,6 +30,16 @@ def test_train_speed_prints_rates_floor_plain_ratio_and_parts(tiny_data):
     assert reported("batch 16, ms per step: ", "forward", "backward", "optimiser"), res.stdout
 
 
+def test_canvas_cost_times_both_tasks_at_each_scale(tiny_data):
+    res = run_benchmark("canvas_cost.py", "--scales", "2", "3", "--batch_size", "8",
+                        "--batches", "1", "--repeats", "1", "--data_dir", tiny_data)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = re.findall(r"^\| (translated 60x60|cluttered 100x100) \| (\d) \|", res.stdout, re.M)
+    assert rows == [("translated 60x60", "2"), ("cluttered 100x100", "2"),
+                    ("translated 60x60", "3"), ("cluttered 100x100", "3")], res.stdout
+    assert re.fullmatch(r"ratio: [\d.]+", res.stdout.strip().splitlines()[-1]), res.stdout
+
+
 def test_ab_step_pairs_windows_of_two_versions(tiny_data):
     """This checkout against its own HEAD: both workers run, the ratio is printed."""
     res = run_benchmark("ab_step.py", "--base", "HEAD", "--batch_sizes", "16", "--rounds", "2",
