@@ -4,7 +4,7 @@ import argparse
 from data_loader import DATASETS, settle_canvas
 from model import FIRST_FIXATIONS
 from modules import CoreNetwork
-from utils import RamError, available_memory
+from utils import ARCH_KEYS, RamError, available_memory
 
 CORES = CoreNetwork.KINDS
 
@@ -240,6 +240,21 @@ def check_config(config):
                         f"{image_size} image: mostly zero padding; check --patch_size, "
                         "--glimpse_scale and --num_patches")
     return warnings
+
+
+# The flags that pick a run's validation split out of the training set.
+SPLIT_KEYS = ("random_seed", "valid_size", "shuffle")
+
+
+def checkpoint_config(stored):
+    """The config that tests a checkpoint whose file stores the flags `stored` (a dict): the
+    defaults in test mode, with the stored architecture, dataset and validation split. Stored
+    flags that no longer exist are ignored, so older files still load."""
+    config = get_config(["--is_train", "False"])
+    for key in ARCH_KEYS + SPLIT_KEYS:
+        if key in stored:
+            setattr(config, key, stored[key])
+    return config
 
 
 def get_config(argv=None):

@@ -27,7 +27,7 @@ from paddle.autograd import PyLayer
 from tqdm import tqdm
 
 import data_loader
-from config import EVAL_STD, check_config, get_config
+from config import EVAL_STD, check_config, checkpoint_config
 from model import RecurrentAttention
 from modules import gaussian_log_pi
 from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, atomic_write,
@@ -390,8 +390,8 @@ def build_model(config):
     return RecurrentAttention(
         config.patch_size, config.num_patches, config.glimpse_scale, 1, config.glimpse_hidden,
         config.loc_hidden, config.std, config.hidden_size, data_loader.NUM_CLASSES,
-        reinforce_core=config.reinforce_core, core=getattr(config, "core", "rnn"),
-        first_fixation=getattr(config, "first_fixation", "random"),
+        reinforce_core=config.reinforce_core, core=config.core,
+        first_fixation=config.first_fixation,
         normalize=(data_loader.MEAN, data_loader.STD))
 
 
@@ -420,11 +420,11 @@ def saved_eval_std(state):
 
 def load_model(path):
     """The checkpoint's model in eval mode, sampling fixations as testing it does (at its
-    eval std), and its config (config.py defaults, with the architecture and dataset stored
-    in the checkpoint). Every failure is one RamError line."""
+    eval std), and its config (config.checkpoint_config: the defaults with the architecture,
+    dataset and validation split stored in the checkpoint). Every failure is one RamError
+    line."""
     state = load_checkpoint_file(path)
-    config = get_config(["--is_train", "False"])
-    adopt_arch(config, state)
+    config = checkpoint_config(stored_config(state))
     check_config(config)
     model = build_model(config)
     load_model_state(model, state, path, model_name(config))
@@ -540,15 +540,11 @@ def error_rate(model, loader, num_glimpses, M=1, seed=1):
     return 100.0 - 100.0 * float(correct) / loader.num_samples
 
 
-def validation_loader(path, config, data_dir, batch_size):
-    """The validation split the checkpoint at `path` was trained against: the seed, size and
-    shuffle flag its stored config holds (config.py's defaults for files without one), the
-    dataset of `config` (load_model's)."""
-    stored = load_checkpoint_file(path).get("config") or {}
-    defaults = get_config([])
+def validation_loader(config, data_dir, batch_size):
+    """The validation split a checkpoint was trained against, given the config load_model
+    returns for it (its stored seed, split size and shuffle flag)."""
     _, loader = data_loader.get_train_valid_loader(
-        data_dir, batch_size, stored.get("random_seed", defaults.random_seed),
-        stored.get("valid_size", defaults.valid_size), stored.get("shuffle", defaults.shuffle),
+        data_dir, batch_size, config.random_seed, config.valid_size, config.shuffle,
         dataset=config.dataset, canvas=config.canvas, clutter=config.clutter)
     return loader
 

@@ -56,7 +56,7 @@ def main(argv=None):
             loader = data_loader.get_test_loader(args.data_dir, args.batch_size,
                                                  config.dataset, config.canvas, config.clutter)
         else:
-            loader = validation_loader(path, config, args.data_dir, args.batch_size)
+            loader = validation_loader(config, args.data_dir, args.batch_size)
         for std in [own] + [s for s in args.stds if s != own]:
             model.locator.std = std
             cells = []

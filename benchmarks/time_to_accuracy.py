@@ -77,7 +77,7 @@ def main(argv=None):
         path = os.path.join(args.ckpt_dir, f"{args.name}_ckpt{epoch}.pdparams")
         model, config = load_model(path)
         if loader is None:  # the run's own split
-            loader = validation_loader(path, config, args.data_dir, args.batch_size)
+            loader = validation_loader(config, args.data_dir, args.batch_size)
         if args.eval_std is not None:
             model.locator.std = args.eval_std
         std = model.locator.std

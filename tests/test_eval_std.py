@@ -115,7 +115,7 @@ def test_validation_loader_uses_the_split_the_checkpoint_stores(tiny_run, tiny_d
     state["config"].update(random_seed=3, valid_size=0.2)
     path = str(tmp_path / "seed3.pdparams")
     paddle.save(state, path)
-    loader = validation_loader(path, load_model(path)[1], str(tiny_data), 1000)
+    loader = validation_loader(load_model(path)[1], str(tiny_data), 1000)
     _, labels = load_mnist(str(tiny_data), "train")
     _, valid_idx = split_indices(len(labels), 0.2, 3)
     (_, y), = list(loader)
