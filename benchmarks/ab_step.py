@@ -1,13 +1,14 @@
 """Paired A/B of the real training step of two versions of the code: is a change faster?
 
     python benchmarks/ab_step.py --base HEAD~1 [--batch_sizes 128 512] [--rounds 12]
-                                 [--steps 20]
+                                 [--steps 20] [--flags "--dataset translated ..."]
 
 This machine's speed drifts by tens of percent within minutes, so two benchmark runs made
 one after the other compare moments as much as code. Here one worker process per version
 (`--base`, a git commit checked out into a temporary worktree, and this checkout as it is)
 builds a Trainer and holds MNIST batches; the driver then asks them in turn for one window
-of `--steps` real training steps (Trainer.train_step, what `python main.py` runs), `--rounds`
+of `--steps` real training steps (Trainer.train_step, what `python main.py` runs, with main.py's
+`--flags` if given: another dataset or glimpse network), `--rounds`
 times, each window right after the other's. The one waiting blocks on a pipe and uses no
 CPU; a pause of `--settle` seconds between windows lets its MKL threads stop spinning. A
 first round warms both up and is not counted. The verdict is the median of the rounds' paired
@@ -27,19 +28,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKER = r"""
 import sys, time
-root, data_dir, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+root, data_dir, batch, flags = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[5].split()
 sys.path.insert(0, root)
 from utils import tune_cpu_env
 tune_cpu_env()
 import data_loader
-from config import get_config
+from config import check_config, get_config
 from trainer import Trainer
 from utils import set_seed
 scratch = sys.argv[4]
-config = get_config(["--batch_size", str(batch), "--logs_dir", scratch, "--ckpt_dir", scratch])
+config = get_config(flags + ["--batch_size", str(batch), "--logs_dir", scratch,
+                             "--ckpt_dir", scratch])
+check_config(config)
 set_seed(1)
 trainer = Trainer(config)
-train, _ = data_loader.get_train_valid_loader(data_dir, batch, 1)
+train, _ = data_loader.get_train_valid_loader(data_dir, batch, 1, dataset=config.dataset,
+                                              canvas=config.canvas, clutter=config.clutter)
 data = [b for b, _ in zip(train, range(20))]
 trainer.model.train()
 for x, y in data[:3]:
@@ -111,6 +115,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--settle", type=float, default=0.3)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
+    p.add_argument("--flags", default="", help="main.py flags for both versions, one string")
     args = p.parse_args()
     if min(args.rounds, args.steps, *args.batch_sizes) < 1:
         p.error("--rounds, --steps and --batch_sizes must be >= 1")
@@ -124,7 +129,8 @@ def main():
         try:
             for batch in args.batch_sizes:
                 workers = {name: Worker(WORKER, [root, os.path.abspath(args.data_dir), batch,
-                                                 os.path.join(tmp, name)], os.path.join(tmp, name))
+                                                 os.path.join(tmp, name), args.flags],
+                                        os.path.join(tmp, name))
                            for name, root in (("base", tree), ("this", ROOT))}
                 times = {name: [] for name in workers}
                 for r in range(args.rounds + 1):  # round 0 warms both up
