@@ -31,11 +31,10 @@ import os
 import pickle
 import sys
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 
-from config import check_config, parser as ram_parser, str2bool  # noqa: E402
+from config import check_config, checkpoint_config, parser as ram_parser, str2bool  # noqa: E402
 from data_loader import NUM_CLASSES  # noqa: E402
 from utils import ARCH_KEYS, RamError, model_name, one_line_errors  # noqa: E402
 
@@ -175,9 +174,10 @@ def image_side(arch):
 
 
 def paddle_model(arch):
-    """Our network of this architecture, built by trainer.build_model as main.py builds it."""
+    """Our network of this architecture, built by trainer.build_model as main.py builds it
+    (flags the architecture leaves out take their defaults)."""
     from trainer import build_model
-    return build_model(SimpleNamespace(**{"reinforce_core": False, **arch}))
+    return build_model(checkpoint_config(arch))
 
 
 # ---------------------------------------------------------------- layouts
