@@ -38,8 +38,6 @@ class Retina:
         self.normalize = normalize
         self._table = None
         self._padded = None
-        self._pad_consts = {}
-        self._scale_cache = {}
         self._pool_consts = {}
 
     @staticmethod
@@ -59,11 +57,8 @@ class Retina:
         return paddle.floor(0.5 * ((paddle.nan_to_num(coords) + 1.0) * size))
 
     def _size(self, x, l):
-        """(W, H) of x as a tensor [2] of l's dtype, copied to the device once, not per glimpse."""
-        key = (x.shape[3], x.shape[2], l.dtype)
-        if key not in self._scale_cache:
-            self._scale_cache[key] = paddle.to_tensor(key[:2], dtype=l.dtype)
-        return self._scale_cache[key]
+        """(W, H) of x as a tensor [2] of l's dtype."""
+        return paddle.to_tensor([x.shape[3], x.shape[2]], dtype=l.dtype)
 
     def centre(self, x, l):
         """Pixel (col, row) [B, 2] int64 that the glimpse at l [B, 2] centres on, in x's frame."""
@@ -100,25 +95,21 @@ class Retina:
         at lead + i*Wp + j, a column left of the image lands in the previous row's zeros and
         one right of it in the row's own, so one gap per row pads both sides (less to copy
         than a frame of g on every side). Also the GEMM [2, g*g] and constant [g*g] that
-        turn a centre (col, row) into the flat index of each sharp-patch pixel. Everything
-        but the padded image is cached per input shape."""
+        turn a centre (col, row) into the flat index of each sharp-patch pixel, built with it
+        (caching them per shape measured within noise: benchmarks/README.md)."""
         if self._padded is None or self._padded[0] is not x:
-            key = (tuple(x.shape), x.dtype)
             B, C, H, W = x.shape
             g = self.g
             r = g - g // 2
             Wp, lead = W + r, (g // 2) * (W + r + 1)
-            if key not in self._pad_consts:
-                # Patch pixel (i, j) sits at lead + (row - g//2 + i) * Wp + (col - g//2 + j),
-                # which is (row * Wp + col) + i * Wp + j: lead is g//2 rows and columns.
-                offsets = [i * Wp + j for i in range(g) for j in range(g)]
-                self._pad_consts[key] = (
-                    paddle.zeros([B * C * H, r], dtype=x.dtype),                 # row gaps
-                    paddle.zeros([B * C, lead], dtype=x.dtype),                  # top
-                    paddle.zeros([B * C, r * Wp], dtype=x.dtype),                # bottom
-                    paddle.to_tensor([[1.0] * g * g, [float(Wp)] * g * g], dtype=x.dtype),
-                    paddle.to_tensor(offsets, dtype=x.dtype))
-            gap, top, bottom, *index_consts = self._pad_consts[key]
+            # Patch pixel (i, j) sits at lead + (row - g//2 + i) * Wp + (col - g//2 + j),
+            # which is (row * Wp + col) + i * Wp + j: lead is g//2 rows and columns.
+            offsets = [i * Wp + j for i in range(g) for j in range(g)]
+            gap = paddle.zeros([B * C * H, r], dtype=x.dtype)
+            top = paddle.zeros([B * C, lead], dtype=x.dtype)
+            bottom = paddle.zeros([B * C, r * Wp], dtype=x.dtype)
+            index_consts = (paddle.to_tensor([[1.0] * g * g, [float(Wp)] * g * g], dtype=x.dtype),
+                            paddle.to_tensor(offsets, dtype=x.dtype))
             # Concats: Paddle's CPU pad kernel is several times slower.
             rows = paddle.concat([self._pixels(x).reshape([B * C * H, W]), gap], axis=1)
             flat = paddle.concat([top, rows.reshape([B * C, H * Wp]), bottom], axis=1)
