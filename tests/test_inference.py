@@ -32,8 +32,8 @@ def dygraph(ckpt, x, l_0):
     from trainer import DeterministicEpisode, load_model
     model, cfg = load_model(str(ckpt))
     with paddle.no_grad():
-        lp, locs = DeterministicEpisode(model, cfg.num_glimpses)(paddle.to_tensor(x),
-                                                                 paddle.to_tensor(l_0))
+        lp, locs = DeterministicEpisode(model, cfg.num_glimpses)(
+            paddle.to_tensor(x), None if l_0 is None else paddle.to_tensor(l_0))
     return lp.numpy(), locs.numpy()
 
 
@@ -68,15 +68,19 @@ def test_predictor_equals_the_dygraph_model(exported, mnist_dir):
     assert right["dygraph"] == right["inference"] > 9800, right
 
 
-def test_a_multi_scale_model_exports_too(tmp_path, mnist_dir):
+def test_a_multi_scale_lstm_model_with_a_learned_first_fixation_exports_too(tmp_path, mnist_dir):
+    """The shipped translated model: 3 scales, an LSTM core, and a first fixation of its own,
+    so the exported model takes the image alone."""
     import data_loader
     from trainer import inference_predictor, run_predictor
     export(TRANSLATED, tmp_path / "model", tmp_path)
-    predictor, _ = inference_predictor(str(tmp_path / "model"))
+    predictor, described = inference_predictor(str(tmp_path / "model"))
+    assert described["inputs"] == ["x"]
+    assert (described["config"]["core"], described["config"]["first_fixation"]) == ("lstm", "learned")
     x, _ = next(iter(data_loader.get_test_loader(str(mnist_dir), 64, "translated", 60)))
-    x, l_0 = x.numpy(), np.zeros((64, 2), np.float32)
-    lp_d, locs_d = dygraph(TRANSLATED, x, l_0)
-    lp_i, locs_i = run_predictor(predictor, x, l_0)
+    x = x.numpy()
+    lp_d, locs_d = dygraph(TRANSLATED, x, None)
+    lp_i, locs_i = run_predictor(predictor, x)
     np.testing.assert_array_equal(lp_i.argmax(1), lp_d.argmax(1))
     np.testing.assert_allclose(locs_i, locs_d, rtol=0, atol=1e-5)
 
