@@ -1,6 +1,6 @@
 """Pictures of where RAM looks, and of how its training went.
 
-Four modes:
+Five modes:
 
     python plot_glimpses.py --plot_dir plots/<model_name>/ --epoch N
         Animates the glimpses the trainer dumped at epoch N (g_N.p images, l_N.p locations):
@@ -19,6 +19,10 @@ Four modes:
     python plot_glimpses.py --compare LOG LOG [...] [--out plots/compare.png]
         Runs side by side: validation accuracy and learning rate per epoch of each log, and a
         table (best validation accuracy; mean over the 5 epochs up to every 50th epoch).
+
+    python plot_glimpses.py --results logs/pretrained [--out plots/results.png]
+        Test error per task, the paper's beside ours (M = 1 and M = 10) and the reference
+        checkpoint's, from the evaluation logs (eval_<model_name>.log) in that folder.
 
 Importing this module is cheap and has no side effects: Paddle and matplotlib are imported
 when a function needs them, and figures are drawn on their own Agg canvas (no pyplot state,
@@ -623,6 +627,90 @@ def compare_runs(log_files, out_png, every=50, window=5, target_err=1.12):
     return out_png, table
 
 
+# ---------------------------------------------------------------------------- results
+# The tasks of the paper's Tables 1a, 1b and 2 (6 glimpses), by our model name, with the test
+# error (%) the NIPS 2014 paper reports for each.
+PAPER_ERR = {"ram_6_8x8_1": ("28x28", 1.12),
+             "ram_6_12x12_3_translated60": ("translated 60x60", 1.22),
+             "ram_6_12x12_3_cluttered60": ("cluttered 60x60", 4.08),
+             "ram_6_12x12_4_cluttered100": ("cluttered 100x100", 8.31)}
+REFERENCE_LOG = "eval_reference.log"   # the reference checkpoint, a 28x28 model
+COMMAND_LINE = re.compile(r"^\$ python main\.py (.*)$")
+TEST_ACC_LINE = re.compile(r"Test Acc: \d+/\d+ \([\d.]+% - ([\d.]+)%\)")
+
+
+def parse_eval_log(path):
+    """{M: [test error (%) of each run]} from an evaluation log, which records each test run as
+    its `$ python main.py ...` command line followed by the run's output. Runs that pass
+    --eval_std are left out: the table's protocol is the default std."""
+    errors, m = {}, None
+    with open(path, errors="replace") as f:
+        for line in f:
+            command = COMMAND_LINE.match(line)
+            if command:
+                args = command.group(1).split()
+                m = None if "--eval_std" in args else (
+                    int(args[args.index("--M") + 1]) if "--M" in args else 1)
+                continue
+            hit = TEST_ACC_LINE.search(line)
+            if hit and m is not None:
+                errors.setdefault(m, []).append(float(hit.group(1)))
+                m = None
+    return errors
+
+
+def plot_results(log_dir, out_png):
+    """Grouped bars, one group per task whose eval_<model_name>.log is in log_dir: the paper's
+    test error, the reference checkpoint's (28x28, from eval_reference.log), ours with one
+    trajectory (M = 1) and ours with M = 10, each a mean over the seeds the log holds, on a
+    log scale. Returns (out_png, the same numbers as a text table)."""
+    tasks = [(name, task, paper) for name, (task, paper) in PAPER_ERR.items()
+             if os.path.isfile(os.path.join(log_dir, f"eval_{name}.log"))]
+    if not tasks:
+        raise RamError(f"{log_dir} holds no evaluation log eval_<model_name>.log of the paper's "
+                       f"tasks ({', '.join(PAPER_ERR)}); pass the folder that does, e.g. "
+                       "--results logs/pretrained")
+    reference = os.path.join(log_dir, REFERENCE_LOG)
+    reference = parse_eval_log(reference).get(1) if os.path.isfile(reference) else None
+    series = {"paper (NIPS 2014)": [], "reference checkpoint": [], "ours, M = 1": [],
+              "ours, M = 10": []}
+    for name, _, paper in tasks:
+        ours = parse_eval_log(os.path.join(log_dir, f"eval_{name}.log"))
+        series["paper (NIPS 2014)"].append(paper)
+        series["reference checkpoint"].append(
+            float(np.mean(reference)) if reference and name == "ram_6_8x8_1" else np.nan)
+        for m in (1, 10):
+            series[f"ours, M = {m}"].append(float(np.mean(ours[m])) if m in ours else np.nan)
+    fig = _figure(1.9 * len(tasks) + 2.5, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(tasks))
+    width = 0.8 / len(series)
+    colors = ("#7f7f7f", "#bcbd22", "#1f77b4", "#9ecae1")
+    for i, ((label, values), color) in enumerate(zip(series.items(), colors)):
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label,
+                      color=color)
+        for bar, v in zip(bars, values):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                            va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points")
+    ax.set_yscale("log")  # the tasks' errors span more than a factor of ten
+    ax.set_xticks(x)
+    ax.set_xticklabels([task for _, task, _ in tasks])
+    ax.set_ylabel("test error (%)")
+    ax.set_title("RAM, 6 glimpses: test error on MNIST tasks", fontsize=10)
+    ax.grid(axis="y", alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save(fig, out_png)
+    rows = [["task"] + list(series)] + [
+        [task] + ["-" if not np.isfinite(v[i]) else f"{v[i]:.2f}" for v in series.values()]
+        for i, (_, task, _) in enumerate(tasks)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
+    return out_png, table
+
+
 # ---------------------------------------------------------------------------- CLI
 def build_parser():
     p = argparse.ArgumentParser(
@@ -649,6 +737,9 @@ def build_parser():
     mode.add_argument("--target_err", type=float, default=1.12,
                       help="compare: the validation error (%%) whose first epoch and time the "
                            "table reports (default: the paper's 1.12%%)")
+    mode.add_argument("--results", metavar="DIR",
+                      help="test error per task, the paper's beside ours, from the evaluation "
+                           "logs eval_<model_name>.log in DIR (e.g. logs/pretrained)")
     d = p.add_argument_group("dump mode")
     d.add_argument("--epoch", type=int, default=None,
                    help="the epoch whose dumps to plot (default: the latest in --plot_dir)")
@@ -669,7 +760,8 @@ def build_parser():
     p.add_argument("--out", default=None,
                    help="checkpoint mode: output folder (default plots/<model_name>); curves: "
                         "output PNG (default plots/<log stem>_curves.png); compare: output PNG "
-                        "(default plots/compare.png)")
+                        "(default plots/compare.png); results: output PNG (default "
+                        "plots/results.png)")
     p.add_argument("--frame_ms", type=int, default=FRAME_MS, help="ms per animation frame")
     return p
 
@@ -682,12 +774,13 @@ def main(argv=None):
         parser.error("--image needs a model: --ckpt FILE or --inference_dir DIR")
     if args.inference_dir and not args.image:
         parser.error("--inference_dir goes with --image FILE ...")
-    modes = [m for m in ("plot_dir", "ckpt", "curves", "compare") if getattr(args, m)]
+    modes = [m for m in ("plot_dir", "ckpt", "curves", "compare", "results")
+             if getattr(args, m)]
     if args.image:
         modes = ["image"]
     if len(modes) != 1:
-        parser.error("pass exactly one of --plot_dir (with --epoch), --ckpt, --curves or "
-                     "--compare")
+        parser.error("pass exactly one of --plot_dir (with --epoch), --ckpt, --curves, "
+                     "--compare or --results")
     if args.frame_ms < 1:
         parser.error(f"--frame_ms must be >= 1 (got {args.frame_ms})")
     if args.out:
@@ -700,6 +793,10 @@ def main(argv=None):
         png, table = compare_runs(args.compare, args.out or os.path.join("plots",
                                                                           "compare.png"),
                                   target_err=args.target_err)
+        print(table)
+        written = [png]
+    elif args.results:
+        png, table = plot_results(args.results, args.out or os.path.join("plots", "results.png"))
         print(table)
         written = [png]
     elif args.image:

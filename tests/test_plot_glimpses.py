@@ -351,6 +351,33 @@ def test_compare_runs_table_and_png(tmp_path):
     assert_one_line_error(run("--compare", a, tmp_path / "missing.log", cwd=tmp_path))
 
 
+def _eval_run(args, err):
+    return (f"$ python main.py --is_train=False {args}\n[*] Evaluated 10000 images\n"
+            f"[*] Test Acc: {10000 - int(err * 100)}/10000 ({100 - err:.2f}% - {err:.2f}%)\n")
+
+
+def test_results_figure_means_the_default_protocol_runs(tmp_path):
+    """Each task's bars are means over the logged seeds, per M; a run at another --eval_std is
+    not the table's protocol and stays out; a task without a log has no group."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "eval_ram_6_8x8_1.log").write_text(
+        "# header\n" + _eval_run("--random_seed 1", 1.0) + _eval_run("--random_seed 2 --M 1", 1.2)
+        + _eval_run("--random_seed 1 --M 10", 0.5) + _eval_run("--eval_std 0", 3.0))
+    (logs / "eval_ram_6_12x12_3_cluttered60.log").write_text(_eval_run("--random_seed 1", 6.0))
+    (logs / "eval_reference.log").write_text(_eval_run("--random_seed 1", 1.3))
+    png, table = pg.plot_results(str(logs), str(tmp_path / "r.png"))
+    decodes(png)
+    header, mnist, cluttered = [line.split("  ") for line in table.splitlines()]
+    assert [v.strip() for v in mnist if v.strip()] == ["28x28", "1.12", "1.30", "1.10", "0.50"]
+    assert [v.strip() for v in cluttered if v.strip()] == ["cluttered 60x60", "4.08", "-", "6.00",
+                                                           "-"]
+    done = run("--results", logs, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    decodes(tmp_path / "plots" / "results.png")
+    assert_one_line_error(run("--results", tmp_path, cwd=tmp_path))  # no eval logs there
+
+
 def test_curves_errors_are_one_line(tmp_path):
     assert_one_line_error(run("--curves", tmp_path / "missing.log", cwd=tmp_path))
     empty = tmp_path / "empty.log"
