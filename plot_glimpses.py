@@ -582,6 +582,13 @@ def plot_curves(log_file, out_png):
     return out_png
 
 
+def text_table(rows):
+    """Rows of strings as aligned text: the first column left-aligned, the others right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
+
+
 def compare_runs(log_files, out_png, every=50, window=5, target_err=1.12):
     """Validation accuracy and lr per epoch of several training logs in one figure -> out_png,
     and a text table: each log's best validation accuracy (epoch); the first epoch whose
@@ -621,10 +628,7 @@ def compare_runs(log_files, out_png, every=50, window=5, target_err=1.12):
         ax.legend(fontsize=7, loc="lower right" if ax is ax_acc else "upper right")
     fig.tight_layout()
     _save(fig, out_png)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
-    return out_png, table
+    return out_png, text_table(rows)
 
 
 # ---------------------------------------------------------------------------- results
@@ -705,10 +709,7 @@ def plot_results(log_dir, out_png):
     rows = [["task"] + list(series)] + [
         [task] + ["-" if not np.isfinite(v[i]) else f"{v[i]:.2f}" for v in series.values()]
         for i, (_, task, _) in enumerate(tasks)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
-    return out_png, table
+    return out_png, text_table(rows)
 
 
 # ---------------------------------------------------------------------------- CLI
