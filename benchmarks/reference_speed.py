@@ -27,9 +27,9 @@ more:
 
 Reported (medians over the rounds): samples/s of each, the seconds of a whole epoch (training
 plus validation) of each, and the time to accuracy: the reference's `--ref_epochs` (141, its
-epochs to 1.3% validation error) against our `--our_epochs` (190, the
-shipped 28x28 run's first at 1.12%, logs/tuning/time_to_accuracy.log), both at the epoch times measured here, once
-with the reference's whole epoch and once with its step alone plus its validation. Last
+epochs to 1.3% validation error) against our `--our_epochs` (190, the shipped 28x28 run's
+first at 1.12%, logs/tuning/time_to_accuracy.log), both at the epoch times measured here,
+once with the reference's whole epoch and once with its step alone plus its validation. Last
 line: `ratio: R`, the time-to-accuracy ratio against the reference's whole epoch.
 """
 import argparse

@@ -76,7 +76,8 @@ def test_a_multi_scale_lstm_model_with_a_learned_first_fixation_exports_too(tmp_
     export(TRANSLATED, tmp_path / "model", tmp_path)
     predictor, described = inference_predictor(str(tmp_path / "model"))
     assert described["inputs"] == ["x"]
-    assert (described["config"]["core"], described["config"]["first_fixation"]) == ("lstm", "learned")
+    arch = described["config"]
+    assert (arch["core"], arch["first_fixation"]) == ("lstm", "learned")
     x, _ = next(iter(data_loader.get_test_loader(str(mnist_dir), 64, "translated", 60)))
     x = x.numpy()
     lp_d, locs_d = dygraph(TRANSLATED, x, None)
