@@ -228,6 +228,14 @@ class TensorLoader:
         self.epoch = epoch
         self.shifts = None  # drawn lazily, once per epoch
 
+    def digit_centres(self, idx):
+        """Where the digits of samples idx [B] sit: their 28x28 boxes' centres [B, 2] float32,
+        (column, row) in pixels of the image, (0, 0) its top-left corner. Plain MNIST digits
+        fill the image (evaluation images never shift)."""
+        import paddle
+        H, W = self.x.shape[2], self.x.shape[3]
+        return paddle.to_tensor([[W / 2, H / 2]], dtype="float32").expand([idx.shape[0], 2])
+
     def _batch(self, idx):
         """idx: int64 [B] sample indices -> (x [B, C, H, W], y [B])."""
         import paddle
@@ -310,12 +318,22 @@ class CanvasLoader(TensorLoader):
         if self.fixed_seed is None:
             self.params = None  # drawn lazily, once per epoch
 
-    def _batch(self, idx):
+    def _placements(self, idx):
+        """The rows idx [B] of the placement parameters of the current epoch."""
         import paddle
         if self.params is None:
             # Its own stream: drawn from (seed, epoch) alone it would repeat the shuffle's.
             self.params = self._draw([self.seed, self.epoch, 1])
-        p = paddle.gather(self.params, idx)                                   # [B, 2 + 5K]
+        return paddle.gather(self.params, idx)                                # [B, 2 + 5K]
+
+    def digit_centres(self, idx):
+        """The centres [B, 2] (column, row) of the digits' 28x28 boxes on the canvas."""
+        corner = self._placements(idx)[:, :2].astype("float32")              # row, col
+        return corner.flip(axis=[1]) + self.digit / 2
+
+    def _batch(self, idx):
+        import paddle
+        p = self._placements(idx)                                             # [B, 2 + 5K]
         B, K, N = idx.shape[0], self.clutter, self.canvas
         where = [(p[:, 0] * N + p[:, 1]).unsqueeze(1) + self.digit_on_canvas]  # [B, h*h]
         pixels = [paddle.gather(self.x, idx)]                                 # [B, h*h]

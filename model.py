@@ -72,6 +72,12 @@ class RecurrentAttention(nn.Layer):
         b_t = self.baseliner(h_t).squeeze(1)
         return state, l_t, b_t, log_pi
 
+    def fixation_pixels(self, x, locs):
+        """The pixels (column, row) [T, N, 2] int64 that the sharp patches of glimpses
+        locs [T, N, 2] centre on, in the frame of images x [N, C, H, W]."""
+        T, N, _ = locs.shape
+        return self.sensor.retina.centre(x, locs.reshape([T * N, 2])).reshape([T, N, 2])
+
     def rollout(self, x, num_glimpses, l_0=None, noise=None):
         """A whole episode of num_glimpses glimpses.
 
@@ -107,3 +113,62 @@ class RecurrentAttention(nn.Layer):
             baselines.append(b_t)
         log_probas = self.classifier(self.rnn.hidden(state))
         return log_probas, paddle.stack(log_pis, 1), paddle.stack(baselines, 1), paddle.stack(locs)
+
+
+# A fixation "finds" the digit when it lies within this many pixels of the digit's centre on
+# both axes. MNIST digits fill the central 20x20 pixels of their 28x28 box, so within 10 px
+# the sharpest patch is centred on the digit's strokes and, for any patch side g <= 20, at
+# least half of its width on each axis lies over them: the sharp patch reads the digit.
+FOUND_RADIUS = 10
+
+
+class SearchMeter:
+    """Splits the error of an evaluation into search and recognition.
+
+    add(fixations [T, M*B, 2], centres [B, 2], correct [B]) takes each glimpse's fixation
+    (pixel (column, row), Retina.centre), the digit's centre (data_loader's digit_centres)
+    and whether each image was classified right. An image is found when any fixation of any
+    of its M trajectories lies within FOUND_RADIUS of its digit on both axes. Sums stay on the
+    device (no host sync per batch); totals() returns them as one float vector, which
+    summary() reads (and distributed runs sum over ranks first)."""
+
+    def __init__(self, num_glimpses):
+        self.T = num_glimpses
+        self.sums = paddle.zeros([4 + num_glimpses])
+
+    def add(self, fixations, centres, correct):
+        T, MB, _ = fixations.shape
+        B = centres.shape[0]
+        offset = fixations.astype("float32").reshape([T, MB // B, B, 2]) - centres
+        found = (offset.abs().max(axis=3) <= FOUND_RADIUS).astype("float32").max(axis=[0, 1])
+        dist = offset.pow(2).sum(axis=3).sqrt().mean(axis=1).sum(axis=1)               # [T]
+        correct = correct.astype("float32")
+        counts = paddle.stack([paddle.full([], B, "float32"), found.sum(),
+                               (found * correct).sum(), ((1 - found) * correct).sum()])
+        self.sums += paddle.concat([counts, dist])
+
+    def totals(self):
+        return self.sums.tolist()
+
+    @staticmethod
+    def summary(totals):
+        """{found (% of images), err_found, err_lost (% of those images), lost_errors (% of
+        all errors), dist [T] (mean px from the digit's centre per glimpse)} from totals()."""
+        n, found, right_found, right_lost = totals[:4]
+        lost = n - found
+        errors = n - right_found - right_lost
+
+        def pct(a, b):
+            return 100.0 * a / b if b else float("nan")
+        return {"found": pct(found, n), "err_found": pct(found - right_found, found),
+                "err_lost": pct(lost - right_lost, lost),
+                "lost_errors": pct(lost - right_lost, errors),
+                "dist": [d / n for d in totals[4:]]}
+
+    @staticmethod
+    def describe(s):
+        """One line for logs."""
+        return (f"found {s['found']:.1f}% (a fixation within {FOUND_RADIUS} px of the digit), "
+                f"err found {s['err_found']:.2f}% lost {s['err_lost']:.2f}% "
+                f"(lost: {s['lost_errors']:.0f}% of errors) | dist/glimpse "
+                + " ".join(f"{d:.1f}" for d in s["dist"]) + " px")

@@ -1,6 +1,6 @@
 """Pictures of where RAM looks, and of how its training went.
 
-Five modes:
+Six modes:
 
     python plot_glimpses.py --plot_dir plots/<model_name>/ --epoch N
         Animates the glimpses the trainer dumped at epoch N (g_N.p images, l_N.p locations):
@@ -19,6 +19,11 @@ Five modes:
     python plot_glimpses.py --compare LOG LOG [...] [--out plots/compare.png]
         Runs side by side: validation accuracy and learning rate per epoch of each log, and a
         table (best validation accuracy; mean over the 5 epochs up to every 50th epoch).
+
+    python plot_glimpses.py --search <file> [--grid 8] [--out plots/<model_name>/search.png]
+        Runs a translated or cluttered checkpoint on the test set and maps the test error and
+        the share of digits found (a fixation within model.FOUND_RADIUS of the digit's centre)
+        against the digit's position on the canvas, the first fixations marked.
 
     python plot_glimpses.py --results logs/pretrained [--out plots/results.png]
         Test error per task, the paper's beside ours (M = 1 and M = 10) and the reference
@@ -48,7 +53,7 @@ import numpy as np
 
 import data_loader
 from data_loader import MEAN, STD
-from utils import RamError, check_not_pretrained, one_line_errors
+from utils import RamError, check_not_pretrained, one_line_errors, tune_cpu_env
 
 DPI = 80                 # every figure is saved at this dpi: pixel sizes are deterministic
 PANEL = 2.25             # inches per image in an animation frame (180 px at 80 dpi)
@@ -433,6 +438,77 @@ def plot_checkpoint(args):
     return written
 
 
+def search_records(model, cfg, loader, seed):
+    """Run the checkpoint's model once over a test loader (one trajectory per image, the
+    draws main.py tests with at --random_seed `seed`). Returns numpy arrays: the digits'
+    centres [N, 2] and the fixations [T, N, 2] in pixels (column, row), and correct [N]."""
+    import paddle
+    from trainer import rollout_loss, seeded_batches
+    T = int(cfg.num_glimpses)
+    centres, fixations, correct = [], [], []
+    with paddle.no_grad():
+        for x, y, l_0, noise, c in seeded_batches(model, loader, T, 1, seed):
+            ep = rollout_loss(model, x, y, T, l_0=l_0, noise=noise)
+            centres.append(c.numpy())
+            fixations.append(model.fixation_pixels(x, ep.locs).numpy())
+            correct.append((ep.log_probas.argmax(1) == y).numpy())
+    return np.concatenate(centres), np.concatenate(fixations, axis=1), np.concatenate(correct)
+
+
+def plot_search(args):
+    """Where the digit was against how the model did: test error and the share of images
+    found (a fixation within model.FOUND_RADIUS of the digit) per cell of a grid over the
+    digit's centre, with the first fixation marked. Returns [png] and a one-line summary."""
+    from model import FOUND_RADIUS
+    from trainer import load_model
+    from utils import model_name
+    model, cfg = load_model(args.search)
+    if cfg.dataset == "mnist":
+        raise RamError(f"{args.search} is a 28x28 MNIST model, whose digits all sit in the "
+                       "middle; the search map needs a translated or cluttered checkpoint")
+    loader = data_loader.get_test_loader(args.data_dir, 500, cfg.dataset, cfg.canvas,
+                                         cfg.clutter)
+    centres, fixations, correct = search_records(model, cfg, loader, args.random_seed)
+    found = (np.abs(fixations - centres).max(axis=2) <= FOUND_RADIUS).any(axis=0)
+    lo, hi, cells = 14.0, cfg.canvas - 14.0, args.grid   # digit centres lie in [14, canvas-14]
+    edges = np.linspace(lo, hi + 1e-6, cells + 1)
+    col = np.clip(np.digitize(centres[:, 0], edges) - 1, 0, cells - 1)
+    row = np.clip(np.digitize(centres[:, 1], edges) - 1, 0, cells - 1)
+    count = np.zeros((cells, cells))
+    np.add.at(count, (row, col), 1)
+    with np.errstate(invalid="ignore"):
+        maps = {}
+        for key, value in (("test error (%)", 1 - correct), ("found (% of images)", found)):
+            total = np.zeros((cells, cells))
+            np.add.at(total, (row, col), value.astype(float))
+            maps[key] = 100.0 * total / count
+    first = fixations[0]
+    fig = _figure(9.0, 4.4)
+    extent = (lo, hi, hi, lo)   # image axes: row 0 at the top
+    for i, (label, grid) in enumerate(maps.items()):
+        ax = fig.add_subplot(1, 2, i + 1)
+        im = ax.imshow(grid, extent=extent, cmap="magma_r" if i == 0 else "viridis",
+                       vmin=0, vmax=None if i == 0 else 100)
+        ax.scatter(first[:, 0], first[:, 1], s=6, c="#00c8ff", alpha=0.3, linewidths=0,
+                   label="first fixations")
+        ax.set_xlim(0, cfg.canvas)
+        ax.set_ylim(cfg.canvas, 0)
+        ax.set_xlabel("digit centre, column (px)")
+        ax.set_ylabel("digit centre, row (px)")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    err, share = 100.0 * (1 - correct.mean()), 100.0 * found.mean()
+    summary = (f"{model_name(cfg)}, seed {args.random_seed}: test error {err:.2f}%, found "
+               f"{share:.1f}% (within {FOUND_RADIUS} px), error of found {100 * (1 - correct[found].mean()):.2f}%, "
+               f"of the others {100 * (1 - correct[~found].mean()) if (~found).any() else float('nan'):.2f}%")
+    fig.suptitle(summary, fontsize=8)
+    fig.tight_layout()
+    out = args.out or os.path.join("plots", model_name(cfg), "search.png")
+    _save(fig, out)
+    return [out], summary
+
+
 # ---------------------------------------------------------------------------- your own images
 def prepare_image(path, size):
     """An image file as the model's input: grey, size x size, light digit on a dark ground
@@ -738,6 +814,10 @@ def build_parser():
     mode.add_argument("--target_err", type=float, default=1.12,
                       help="compare: the validation error (%%) whose first epoch and time the "
                            "table reports (default: the paper's 1.12%%)")
+    mode.add_argument("--search", metavar="CKPT",
+                      help="run this translated or cluttered checkpoint on the test set and map "
+                           "the test error and the share of digits found against where the "
+                           "digit lies (plots/<model_name>/search.png)")
     mode.add_argument("--results", metavar="DIR",
                       help="test error per task, the paper's beside ours, from the evaluation "
                            "logs eval_<model_name>.log in DIR (e.g. logs/pretrained)")
@@ -756,6 +836,8 @@ def build_parser():
     c.add_argument("--num_images", type=int, default=9, help="# first test images to show")
     c.add_argument("--random_seed", type=int, default=1,
                    help="seed of the first fixation and the location noise")
+    c.add_argument("--grid", type=int, default=8,
+                   help="search: cells per side of the grid over the digit's position")
     c.add_argument("--retina_image", type=int, default=0,
                    help="which of the shown images retina.png details (0-based)")
     p.add_argument("--out", default=None,
@@ -771,17 +853,20 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_cpu_env()  # before Paddle loads: the same math kernels, so the same counts, as main.py
     if args.image and not (args.ckpt or args.inference_dir):
         parser.error("--image needs a model: --ckpt FILE or --inference_dir DIR")
     if args.inference_dir and not args.image:
         parser.error("--inference_dir goes with --image FILE ...")
-    modes = [m for m in ("plot_dir", "ckpt", "curves", "compare", "results")
+    modes = [m for m in ("plot_dir", "ckpt", "curves", "compare", "results", "search")
              if getattr(args, m)]
     if args.image:
         modes = ["image"]
     if len(modes) != 1:
         parser.error("pass exactly one of --plot_dir (with --epoch), --ckpt, --curves, "
-                     "--compare or --results")
+                     "--compare, --results or --search")
+    if args.grid < 1:
+        parser.error(f"--grid must be >= 1 (got {args.grid})")
     if args.frame_ms < 1:
         parser.error(f"--frame_ms must be >= 1 (got {args.frame_ms})")
     if args.out:
@@ -800,6 +885,9 @@ def main(argv=None):
         png, table = plot_results(args.results, args.out or os.path.join("plots", "results.png"))
         print(table)
         written = [png]
+    elif args.search:
+        written, summary = plot_search(args)
+        print(summary)
     elif args.image:
         written, failures = classify_images(args)
         for path in written:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import data_loader
 from config import EVAL_STD, check_config, checkpoint_config
-from model import RecurrentAttention
+from model import RecurrentAttention, SearchMeter
 from modules import gaussian_log_pi
 from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, atomic_write,
                    check_batch_split,
@@ -39,6 +39,13 @@ from utils import (ARCH_KEYS, TRAIN_KEYS, RamError, RunLock, atomic_save, atomic
 # Validation pass p draws its fixations from seed VALID_NOISE_SEED + p: every epoch is
 # validated on the same draws, and training's random stream never sees them.
 VALID_NOISE_SEED = 1
+
+
+class Evaluation(NamedTuple):
+    loss: float
+    acc: float                 # % of the images right
+    correct: int
+    search: dict               # model.SearchMeter.summary
 
 
 class Episode(NamedTuple):
@@ -516,7 +523,8 @@ def seeded_batches(model, loader, num_glimpses, M, seed):
     The draws of the whole set, uniform l_0 [N, M, 2] and standard-normal noise
     [N, M, P + T, 2], are made once on the host and gathered per batch into the layout of
     rollout_loss: l_0 [M*B, 2] (None unless the first fixation is random) and
-    noise [P + T, M*B, 2], copy m of image b at row m*B + b."""
+    noise [P + T, M*B, 2], copy m of image b at row m*B + b; with them the digits' centres
+    [B, 2] (data_loader's digit_centres), which the search report reads."""
     n, steps = loader.num_samples, model.policy_steps_before_first_glimpse + num_glimpses
     rng = np.random.RandomState(seed)
     l_0_all = paddle.to_tensor(rng.uniform(-1.0, 1.0, (n, M, 2)).astype(np.float32))
@@ -527,7 +535,8 @@ def seeded_batches(model, loader, num_glimpses, M, seed):
         l_0 = None
         if model.first_fixation == "random":
             l_0 = paddle.gather(l_0_all, idx).transpose([1, 0, 2]).reshape([M * B, 2])
-        yield x, y, l_0.astype(x.dtype) if l_0 is not None else None, noise.astype(x.dtype)
+        yield (x, y, l_0.astype(x.dtype) if l_0 is not None else None, noise.astype(x.dtype),
+               loader.digit_centres(idx))
 
 
 @paddle.no_grad()
@@ -535,7 +544,7 @@ def error_rate(model, loader, num_glimpses, M=1, seed=1):
     """Error (%) of `model` over a loader, M samples per image at the policy's current std,
     the draws of seeded_batches(seed)."""
     correct = paddle.zeros([])
-    for x, y, l_0, noise in seeded_batches(model, loader, num_glimpses, M, seed):
+    for x, y, l_0, noise, _ in seeded_batches(model, loader, num_glimpses, M, seed):
         correct += rollout_loss(model, x, y, num_glimpses, M, l_0=l_0, noise=noise).correct
     return 100.0 - 100.0 * float(correct) / loader.num_samples
 
@@ -863,40 +872,42 @@ class Trainer:
 
     @paddle.no_grad()
     def evaluate(self, loader, M=1, passes=1, std=None, seed=None):
-        """Mean loss, accuracy (%) and #correct over `passes` passes through a loader (each
-        with its own location samples), M samples per image at the policy std `std`
-        (None: policy_std(M), as testing does). Pass p draws its samples from seed + p
-        (seed None: --random_seed) keyed on each image (seeded_batches): the same draws on
-        every call, at any batch size or number of ranks, and none from the training run's
-        random stream."""
+        """An Evaluation (mean loss, accuracy %, #correct, search summary: model.SearchMeter)
+        over `passes` passes through a loader (each with its own location samples), M
+        samples per image at the policy std `std` (None: policy_std(M), as testing does).
+        Pass p draws its samples from seed + p (seed None: --random_seed) keyed on each image
+        (seeded_batches): the same draws on every call, at any batch size or number of
+        ranks, and none from the training run's random stream."""
         self.model.eval()
         seed = self.config.random_seed if seed is None else seed
         loss_sum, correct = paddle.zeros([]), paddle.zeros([])
+        search = SearchMeter(self.config.num_glimpses)
         train_std = self.model.locator.std
         self.model.locator.std = self.policy_std(M) if std is None else std
         try:
             for p in range(passes):
-                for x, y, l_0, noise in seeded_batches(self.model, loader,
-                                                       self.config.num_glimpses, M, seed + p):
+                for x, y, l_0, noise, centres in seeded_batches(
+                        self.model, loader, self.config.num_glimpses, M, seed + p):
                     ep = self._episode(x, y, M, l_0, noise)
                     loss_sum += ep.loss * x.shape[0]
                     correct += ep.correct
+                    search.add(self.model.fixation_pixels(x, ep.locs), centres,
+                               ep.log_probas.argmax(1) == y)
         finally:
             self.model.locator.std = train_std
-        loss_sum, correct = self._sum_over_ranks(loss_sum, correct)
+        loss_sum, correct, *totals = self._sum_over_ranks(loss_sum, correct, *search.totals())
         n = loader.num_samples * passes
         correct = int(round(correct))
-        return loss_sum / n, 100.0 * correct / n, correct
+        return Evaluation(loss_sum / n, 100.0 * correct / n, correct, SearchMeter.summary(totals))
 
     def validate(self, loader):
-        """An epoch's validation, as train runs it: mean loss and accuracy (%) over
-        --valid_passes passes, with the averaged weights if --ema_decay."""
+        """An epoch's validation, as train runs it: the Evaluation of --valid_passes passes,
+        with the averaged weights if --ema_decay."""
         c = self.config
         with self.ema.applied() if self.ema else contextlib.nullcontext():
             # At the training std, on the same draws every epoch (VALID_NOISE_SEED).
-            loss, acc, _ = self.evaluate(loader, c.M, c.valid_passes, self.model.locator.std,
-                                         VALID_NOISE_SEED)
-        return loss, acc
+            return self.evaluate(loader, c.M, c.valid_passes, self.model.locator.std,
+                                 VALID_NOISE_SEED)
 
     def _sum_over_ranks(self, *values):
         """Python floats of the values ([] tensors or numbers), each summed over the ranks."""
@@ -1032,7 +1043,8 @@ class Trainer:
                 lr, std = self.optimizer.get_lr(), self.model.locator.std
                 tic = time.time()
                 train_loss, train_acc = self.train_one_epoch(train_loader)
-                val_loss, val_acc = self.validate(valid_loader)
+                val = self.validate(valid_loader)
+                val_loss, val_acc = val.loss, val.acc
                 if not math.isfinite(val_loss):
                     self._diverged(f"the validation loss is {val_loss:.3g}")
                 self.scheduler.step(val_acc)
@@ -1048,10 +1060,18 @@ class Trainer:
                     f"train loss {train_loss:.4f} acc {train_acc:.2f} | val loss {val_loss:.4f} "
                     f"acc {val_acc:.2f} err {100 - val_acc:.2f} | {secs:.1f}s, "
                     f"total {self.elapsed / 60:.1f} min"
-                    + (" [*]" if is_best else ""))
+                    + (" [*]" if is_best else "")
+                    + f" | found {val.search['found']:.1f} err found "
+                    f"{val.search['err_found']:.2f} lost {val.search['err_lost']:.2f}")
                 if writer:
-                    for tag, v in (("train/loss", train_loss), ("train/acc", train_acc),
-                                   ("val/loss", val_loss), ("val/acc", val_acc), ("lr", lr)):
+                    search = val.search
+                    scalars = [("train/loss", train_loss), ("train/acc", train_acc),
+                               ("val/loss", val_loss), ("val/acc", val_acc), ("lr", lr),
+                               ("search/found", search["found"]),
+                               ("search/err_found", search["err_found"]),
+                               ("search/err_lost", search["err_lost"])]
+                    scalars += [(f"search/dist_{t + 1}", d) for t, d in enumerate(search["dist"])]
+                    for tag, v in scalars:
                         writer.add_scalar(tag, v, self.epoch)
                 if is_best and main:
                     self.save_checkpoint(best=True)
@@ -1118,7 +1138,7 @@ class Trainer:
     def test(self, test_loader):
         test_loader.shard(self.rank, self.world, pad=False)
         tic = time.time()
-        _, acc, correct = self.evaluate(test_loader, self.config.M)
+        _, acc, correct, search = self.evaluate(test_loader, self.config.M)
         self.logger.info(f"[*] Evaluated {test_loader.num_samples} images (M={self.config.M}, "
                          f"std {self.policy_std(self.config.M):.3g}) "
                          f"in {time.time() - tic:.1f}s")
@@ -1127,6 +1147,7 @@ class Trainer:
                          f"{self.name}, std {self.model.locator.std:g}, core {c.core}, "
                          f"first fixation {c.first_fixation}, dataset {c.dataset} "
                          f"{c.canvas}x{c.canvas}" + (f" with {c.clutter} pieces" if c.clutter else ""))
+        self.logger.info(f"[*] Search: {SearchMeter.describe(search)}")
         self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
                          f"({acc:.2f}% - {100 - acc:.2f}%)")
         return acc

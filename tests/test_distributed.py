@@ -97,7 +97,7 @@ def run_steps(out_dir):
                            paddle.to_tensor(l_0[part]), paddle.to_tensor(noise[:, part]))
 
     loader = TensorLoader(images, labels, EVAL_BATCH).shard(rank, world, pad=False)
-    loss, acc, correct = trainer.evaluate(loader, M=2, seed=3)
+    loss, acc, correct, _ = trainer.evaluate(loader, M=2, seed=3)
     arrays = {f"param/{k}": v.numpy() for k, v in trainer.model.state_dict().items()}
     arrays.update({f"grad/{k}": v.grad.numpy() for k, v in trainer.model.state_dict().items()})
     np.savez(out_dir / f"rank{rank}_of{world}.npz", eval=np.array([loss, acc, correct]),

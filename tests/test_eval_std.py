@@ -33,13 +33,13 @@ def loss_at(model, loader, std, seed, M=1):
     model.locator.std = std
     with paddle.no_grad():
         total = sum(float(rollout_loss(model, x, y, 2, M, l_0=l_0, noise=noise).loss) * x.shape[0]
-                    for x, y, l_0, noise in seeded_batches(model, loader, 2, M, seed))
+                    for x, y, l_0, noise, _ in seeded_batches(model, loader, 2, M, seed))
     return total / loader.num_samples
 
 
 def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
-    loss, _, _ = trainer.evaluate(loader, seed=7)
+    loss, *_ = trainer.evaluate(loader, seed=7)
     assert trainer.model.locator.std == 0.1  # training goes on with --std's exploration
     assert loss == pytest.approx(loss_at(trainer.model, loader, 0.03, 7), rel=1e-6)
     assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
@@ -73,7 +73,7 @@ def test_validation_during_training_samples_at_the_training_std(tmp_path, monkey
 
 def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
-    loss, _, _ = trainer.evaluate(loader, M=3, seed=7)
+    loss, *_ = trainer.evaluate(loader, M=3, seed=7)
     assert trainer.model.locator.std == 0.1
     assert loss == pytest.approx(loss_at(trainer.model, loader, 0.1, 7, M=3), rel=1e-6)
 
