@@ -34,14 +34,17 @@ import warnings
 
 import numpy as np
 
-from config import check_config, checkpoint_config, parser as ram_parser, str2bool  # noqa: E402
-from data_loader import NUM_CLASSES  # noqa: E402
-from utils import ARCH_KEYS, RamError, model_name, one_line_errors  # noqa: E402
+from config import check_config, checkpoint_config, parser as ram_parser, str2bool
+from data_loader import NUM_CLASSES
+from utils import ARCH_KEYS, RamError, model_name, one_line_errors
 
 TORCH_MISSING = ("align.py needs PyTorch, which training and testing do not: "
                  "pip install -r requirements-dev.txt")
-CHANNELS = 1  # what trainer.build_model builds: greyscale MNIST
+CHANNELS = 1  # what model.build_model builds: greyscale MNIST
 OUTPUTS = ("h_t", "l_t", "b_t", "log_pi", "log_probas")
+# The LSTM core's gates: Paddle's i2h/h2h columns are (i, f, o, c~), torch.nn.LSTMCell's rows
+# (i, f, g, o) with g = c~. Swapping the last two blocks maps either order to the other.
+GATE_ORDER = (0, 1, 3, 2)
 
 
 def build_parser():
@@ -159,7 +162,10 @@ def resolve_arch(args, sources):
     flags = ram_parser.parse_args([])
     for key, value in arch.items():
         setattr(flags, key, value)
-    notes += check_config(flags)  # raises on impossible values; settles dependent values
+    if arch["core"] not in CORES:
+        raise RamError(f"core {arch['core']!r} has no PyTorch counterpart here; align.py knows "
+                       f"{', '.join(CORES)}")
+    flags = check_config(flags)  # raises on impossible values; settles dependent values
     return {key: getattr(flags, key) for key in ARCH_KEYS}, notes
 
 
@@ -174,31 +180,61 @@ def image_side(arch):
 
 
 def paddle_model(arch):
-    """Our network of this architecture, built by trainer.build_model as main.py builds it
+    """Our network of this architecture, built by model.build_model as main.py builds it
     (flags the architecture leaves out take their defaults)."""
-    from trainer import build_model
+    from model import build_model
     return build_model(checkpoint_config(arch))
 
 
 # ---------------------------------------------------------------- layouts
+CORES = ("rnn", "irnn", "lstm")
+LSTM_KEYS = {"rnn.i2h.weight": "rnn.lstm.weight_ih", "rnn.i2h.bias": "rnn.lstm.bias_ih",
+             "rnn.h2h.weight": "rnn.lstm.weight_hh", "rnn.h2h.bias": "rnn.lstm.bias_hh"}
+
+
 def is_linear_weight(key, shape):
     return key.endswith(".weight") and len(shape) == 2
 
 
-def swap_layout(arrays):
-    """[out, in] <-> [in, out] for every Linear weight (its own inverse); biases copied."""
-    return {k: np.ascontiguousarray(a.T) if is_linear_weight(k, a.shape) else a.copy()
-            for k, a in arrays.items()}
+def _gates(a, axis):
+    """a with its four gate blocks along `axis` reordered by GATE_ORDER."""
+    blocks = np.split(a, 4, axis=axis)
+    return np.concatenate([blocks[i] for i in GATE_ORDER], axis=axis)
+
+
+def to_torch_layout(arrays, arch):
+    """Paddle arrays -> PyTorch's: Linear weights [in, out] -> [out, in]; an LSTM core as a
+    torch.nn.LSTMCell `rnn.lstm` (weight_ih, weight_hh, bias_ih, bias_hh, gates i, f, g, o)."""
+    out = {}
+    for k, a in arrays.items():
+        a = np.ascontiguousarray(a.T) if is_linear_weight(k, a.shape) else a.copy()
+        if arch["core"] == "lstm" and k in LSTM_KEYS:
+            k, a = LSTM_KEYS[k], _gates(a, 0)
+        out[k] = a
+    return out
+
+
+def to_paddle_layout(arrays, arch):
+    """The inverse of to_torch_layout."""
+    back = {v: k for k, v in LSTM_KEYS.items()} if arch["core"] == "lstm" else {}
+    out = {}
+    for k, a in arrays.items():
+        if k in back:
+            k, a = back[k], _gates(a, 0)
+        out[k] = np.ascontiguousarray(a.T) if is_linear_weight(k, a.shape) else a.copy()
+    return out
 
 
 def validate(arrays, expected, layout, path, arch):
     """Raise one RamError naming every missing, unexpected or misshapen key, one per line.
 
-    arrays are in `layout` ('torch' [out, in] or 'paddle' [in, out]); expected holds the
-    Paddle model's shapes.
+    arrays are in `layout` ('torch' or 'paddle'); expected holds the Paddle model's shapes.
     """
-    want = {k: (s[::-1] if layout == "torch" and is_linear_weight(k, s) else s)
-            for k, s in expected.items()}
+    if layout == "torch":
+        zeros = {k: np.zeros(s, np.float32) for k, s in expected.items()}
+        want = {k: list(a.shape) for k, a in to_torch_layout(zeros, arch).items()}
+    else:
+        want = dict(expected)
     other = "paddle" if layout == "torch" else "torch"
     problems = [f"missing key {k} (the model needs {layout} shape {s})"
                 for k, s in want.items() if k not in arrays]
@@ -221,7 +257,7 @@ def validate(arrays, expected, layout, path, arch):
     if cast:
         print(f"[!] {path}: {len(cast)} tensors are not float32 ({arrays[cast[0]].dtype}); "
               "cast to float32")
-    return {k: arrays[k].astype(np.float32, copy=False) for k in expected}
+    return {k: arrays[k].astype(np.float32, copy=False) for k in want}
 
 
 # ---------------------------------------------------------------- files
@@ -283,9 +319,9 @@ def read_torch(path, trust=False):
 
 def read_paddle(path):
     """A Paddle checkpoint of ours -> ({key: array [in, out]}, the whole dict)."""
-    from trainer import load_checkpoint_file
+    import checkpoint
     _need_file(path, "--paddle_ckpt")
-    state = load_checkpoint_file(path)
+    state = checkpoint.load(path)
     if not isinstance(state["model_state"], dict):
         raise RamError(f"{path}: 'model_state' is not a state dict")
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v)
@@ -296,8 +332,8 @@ def read_paddle(path):
 def write_paddle(arrays, meta, arch, out):
     """Our checkpoint format, loadable by main.py --ckpt (which adopts the stored config)."""
     import paddle
-    from utils import atomic_save
-    atomic_save({
+    import checkpoint
+    checkpoint.save({
         "epoch": _number(meta.get("epoch"), int, 0),
         "model_state": {k: paddle.to_tensor(a) for k, a in arrays.items()},
         "optim_state": {},
@@ -328,16 +364,16 @@ def write_torch(arrays, meta, arch, out):
 
 # ---------------------------------------------------------------- the PyTorch network
 def torch_network(arch):
-    """RAM in plain PyTorch, with the reference's parameter names, written from the paper's
-    equations and independent of modules.py (the retina pads and slices one image at a time
-    where ours gathers)."""
+    """RAM in plain PyTorch, with the reference's parameter names (an LSTM core as an
+    nn.LSTMCell), written from the paper's equations and independent of modules.py (the
+    retina pads and slices one image at a time where ours gathers)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
     g, k, s = arch["patch_size"], arch["num_patches"], arch["glimpse_scale"]
     h_g, h_l = arch["glimpse_hidden"], arch["loc_hidden"]
-    hidden, std = arch["hidden_size"], arch["std"]
+    hidden, std, lstm = arch["hidden_size"], arch["std"], arch["core"] == "lstm"
 
     def retina(x, l):
         """phi [B, k*C*g*g]: k patches of side g*s**i around l, pooled to g x g."""
@@ -366,25 +402,32 @@ def torch_network(arch):
             self.sensor = nn.ModuleDict({
                 "fc1": nn.Linear(k * g * g * CHANNELS, h_g), "fc2": nn.Linear(2, h_l),
                 "fc3": nn.Linear(h_g, h_g + h_l), "fc4": nn.Linear(h_l, h_g + h_l)})
-            self.rnn = nn.ModuleDict({"i2h": nn.Linear(h_g + h_l, hidden),
-                                      "h2h": nn.Linear(hidden, hidden)})
+            self.rnn = nn.ModuleDict({"lstm": nn.LSTMCell(h_g + h_l, hidden)} if lstm else {
+                "i2h": nn.Linear(h_g + h_l, hidden), "h2h": nn.Linear(hidden, hidden)})
             self.locator = nn.ModuleDict({"fc": nn.Linear(hidden, hidden // 2),
                                           "fc_lt": nn.Linear(hidden // 2, 2)})
             self.classifier = nn.ModuleDict({"fc": nn.Linear(hidden, NUM_CLASSES)})
             self.baseliner = nn.ModuleDict({"fc": nn.Linear(hidden, 1)})
 
-        def step(self, x, l_prev, h_prev, noise):
-            """One glimpse -> h_t, l_t (clipped), b_t, log_pi, log-probabilities."""
-            sensor = self.sensor
-            what = sensor["fc3"](F.relu(sensor["fc1"](retina(x, l_prev))))
-            where = sensor["fc4"](F.relu(sensor["fc2"](l_prev)))
-            h_t = F.relu(self.rnn["i2h"](F.relu(what + where)) + self.rnn["h2h"](h_prev))
+        def policy(self, h_t, noise):
+            """l_t (clipped), log_pi, b_t of the Gaussian policy and the baseline at h_t."""
             mu = torch.tanh(self.locator["fc_lt"](F.relu(self.locator["fc"](h_t))))
             l_t = mu + std * noise
             log_pi = torch.distributions.Normal(mu, std).log_prob(l_t).sum(dim=1)
-            b_t = self.baseliner["fc"](h_t).squeeze(1)
-            log_probas = F.log_softmax(self.classifier["fc"](h_t), dim=1)
-            return h_t, torch.clamp(l_t, -1.0, 1.0), b_t, log_pi, log_probas
+            return torch.clamp(l_t, -1.0, 1.0), log_pi, self.baseliner["fc"](h_t).squeeze(1)
+
+        def step(self, x, l_prev, state, noise):
+            """One glimpse -> (h_t, c_t), l_t, b_t, log_pi, log-probabilities."""
+            sensor = self.sensor
+            what = sensor["fc3"](F.relu(sensor["fc1"](retina(x, l_prev))))
+            where = sensor["fc4"](F.relu(sensor["fc2"](l_prev)))
+            g_t = F.relu(what + where)
+            if lstm:
+                state = self.rnn["lstm"](g_t, state)
+            else:
+                state = (F.relu(self.rnn["i2h"](g_t) + self.rnn["h2h"](state[0])), None)
+            l_t, log_pi, b_t = self.policy(state[0], noise)
+            return state, l_t, b_t, log_pi, F.log_softmax(self.classifier["fc"](state[0]), dim=1)
 
     return TorchRAM()
 
@@ -392,7 +435,7 @@ def torch_network(arch):
 # ---------------------------------------------------------------- the check
 def check_inputs(args, arch):
     """Images [B, 1, H, W] (pixel intensities, as main.py feeds them), l_0 [B, 2],
-    noise [T, B, 2]."""
+    noise [P + T, B, 2] (P = 1 for a learned first fixation, its own policy step)."""
     import data_loader
     rng = np.random.RandomState(args.seed)
     if args.batch_size < 1:
@@ -412,16 +455,32 @@ def check_inputs(args, arch):
         images = rng.randint(0, 256, size=(args.batch_size, side, side)).astype(np.uint8)
         x = data_loader.pixels(images)
         what = f"{len(x)} random {side}x{side} images"
-    B, T = len(x), arch["num_glimpses"]
+    B, steps = len(x), first_steps(arch) + arch["num_glimpses"]
     l_0 = rng.uniform(-1.0, 1.0, size=(B, 2)).astype(np.float32)
-    noise = rng.standard_normal(size=(T, B, 2)).astype(np.float32)
+    noise = rng.standard_normal(size=(steps, B, 2)).astype(np.float32)
     dtype = np.dtype(args.dtype)
     return x.astype(dtype), l_0.astype(dtype), noise.astype(dtype), what
 
 
+def first_steps(arch):
+    """1 when the first fixation is a policy step of its own (learned), else 0."""
+    return int(arch.get("first_fixation", "random") == "learned")
+
+
+def first_fixation(arch, l_0, B):
+    """The given first fixation of a random one, the centre, or None (learned: drawn)."""
+    kind = arch.get("first_fixation", "random")
+    return l_0 if kind == "random" else np.zeros((B, 2), l_0.dtype) if kind == "centre" else None
+
+
+def _empty(n):
+    return {name: [None] * n for name in OUTPUTS}
+
+
 def torch_trace(arch, arrays, x, l_0, noise):
-    """Per-glimpse outputs of the PyTorch network: {name: [array per glimpse]}. It reads the
-    images normalised, as the reference's data pipeline feeds them."""
+    """Per-step outputs of the PyTorch network: {name: [array or None per policy step]}
+    (a learned first fixation is step 0, with its l_t, b_t and log_pi). It reads the images
+    normalised, as the reference's data pipeline feeds them."""
     import torch
     import data_loader
     x = (x / 255.0 - data_loader.MEAN) / data_loader.STD
@@ -429,57 +488,74 @@ def torch_trace(arch, arrays, x, l_0, noise):
     net.load_state_dict({k: torch.from_numpy(np.array(a, dtype=x.dtype))
                          for k, a in arrays.items()}, strict=True)
     net.to(torch.float64 if x.dtype == np.float64 else torch.float32).eval()
-    out = {name: [] for name in OUTPUTS}
+    P, T = first_steps(arch), arch["num_glimpses"]
+    out = _empty(P + T)
     with torch.no_grad():
-        x = torch.from_numpy(x)
-        l_t = torch.from_numpy(l_0)
-        h_t = torch.zeros(x.shape[0], arch["hidden_size"], dtype=x.dtype)
-        for t in range(arch["num_glimpses"]):
-            step = net.step(x, l_t, h_t, torch.from_numpy(noise[t]))
-            h_t, l_t = step[0], step[1]
-            for name, value in zip(OUTPUTS, step):
-                out[name].append(value.numpy())
+        x, noise = torch.from_numpy(x), torch.from_numpy(noise)
+        zeros = torch.zeros(x.shape[0], arch["hidden_size"], dtype=x.dtype)
+        state = (zeros, zeros.clone())
+        l_t = first_fixation(arch, l_0, x.shape[0])
+        if l_t is None:
+            l_t, log_pi, b_t = net.policy(zeros, noise[0])
+            for name, value in (("l_t", l_t), ("b_t", b_t), ("log_pi", log_pi)):
+                out[name][0] = value.numpy()
+        else:
+            l_t = torch.from_numpy(l_t)
+        for t in range(T):
+            state, l_t, *rest = net.step(x, l_t, state, noise[P + t])
+            for name, value in zip(OUTPUTS, (state[0], l_t, *rest)):
+                out[name][P + t] = value.numpy()
     return out
 
 
 def paddle_trace(arch, arrays, x, l_0, noise):
-    """The same from model.py: per-glimpse outputs of the one-step forward, plus rollout's."""
+    """The same from model.py: per-step outputs of the one-glimpse forward, plus rollout's."""
     import paddle
     model = paddle_model(arch)
     model.to(dtype=str(x.dtype))
     model.set_state_dict({k: paddle.to_tensor(a.astype(x.dtype)) for k, a in arrays.items()})
     model.eval()
-    T = arch["num_glimpses"]
-    out = {name: [] for name in OUTPUTS}
+    P, T = first_steps(arch), arch["num_glimpses"]
+    out = _empty(P + T)
+    l_first = first_fixation(arch, l_0, x.shape[0])
     with paddle.no_grad():
-        xp = paddle.to_tensor(x)
-        l_t = paddle.to_tensor(l_0)
-        h_t = paddle.zeros([x.shape[0], arch["hidden_size"]], dtype=str(x.dtype))
+        xp, noise_p = paddle.to_tensor(x), paddle.to_tensor(noise)
+        state = paddle.zeros([x.shape[0], model.rnn.state_size], dtype=str(x.dtype))
+        if l_first is None:
+            h_0 = model.rnn.hidden(state)
+            log_pi, l_t = model.locator(h_0, noise_p[0])
+            for name, value in (("l_t", l_t), ("b_t", model.baseliner(h_0).squeeze(1)),
+                                ("log_pi", log_pi)):
+                out[name][0] = value.numpy()
+        else:
+            l_t = paddle.to_tensor(l_first)
         for t in range(T):
-            h_t, l_t, b_t, log_pi = model(xp, l_t, h_t, noise=paddle.to_tensor(noise[t]))
-            for name, value in zip(OUTPUTS, (h_t, l_t, b_t, log_pi)):
-                out[name].append(value.numpy())
-        out["log_probas"] = [None] * (T - 1) + [model.classifier(h_t).numpy()]
+            state, l_t, b_t, log_pi = model(xp, l_t, state, noise=noise_p[P + t])
+            for name, value in zip(OUTPUTS, (model.rnn.hidden(state), l_t, b_t, log_pi)):
+                out[name][P + t] = value.numpy()
+        out["log_probas"][-1] = model.classifier(model.rnn.hidden(state)).numpy()
         log_probas, log_pis, baselines, locs = model.rollout(
-            xp, T, l_0=paddle.to_tensor(l_0), noise=paddle.to_tensor(noise))
+            xp, T, l_0=None if l_first is None else paddle.to_tensor(l_first), noise=noise_p)
     rollout = {"log_probas": log_probas.numpy(), "log_pi": log_pis.numpy(),
                "b_t": baselines.numpy(), "locs": locs.numpy()}
     return out, rollout
 
 
-def compare(theirs, ours, rollout, T):
-    """{name: [max |paddle - torch| per glimpse]} (nan where an output has no value)."""
+def compare(theirs, ours, rollout, steps):
+    """{name: [max |paddle - torch| per policy step]} (nan where an output has no value)."""
     def diff(a, b):
         return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-    diffs = {name: [float("nan")] * T for name in OUTPUTS}
-    for t in range(T):
+    P = steps - rollout["locs"].shape[0]
+    diffs = {name: [float("nan")] * steps for name in OUTPUTS}
+    for t in range(steps):
         for name in OUTPUTS:
             if ours[name][t] is not None:
                 diffs[name][t] = diff(ours[name][t], theirs[name][t])
         rolled = {"log_pi": rollout["log_pi"][:, t], "b_t": rollout["b_t"][:, t]}
-        if t + 1 < T:
-            rolled["l_t"] = rollout["locs"][t + 1]  # where glimpse t+1 looked
-        if t == T - 1:
+        following = t + 1 - P  # the glimpse that looks where step t's l_t points
+        if 0 <= following < rollout["locs"].shape[0]:
+            rolled["l_t"] = rollout["locs"][following]
+        if t == steps - 1:
             rolled["log_probas"] = rollout["log_probas"]
         for name, value in rolled.items():
             diffs[name][t] = max(diffs[name][t], diff(value, theirs[name][t]))
@@ -488,14 +564,16 @@ def compare(theirs, ours, rollout, T):
 
 def run_check(arch, torch_arrays, paddle_arrays, args, torch_from, paddle_from):
     x, l_0, noise, what = check_inputs(args, arch)
-    T = arch["num_glimpses"]
+    T = len(noise)  # policy steps: the glimpses, and a learned first fixation's
     theirs = torch_trace(arch, torch_arrays, x, l_0, noise)
     ours, rollout = paddle_trace(arch, paddle_arrays, x, l_0, noise)
     diffs = compare(theirs, ours, rollout, T)
-    print(f"[*] check in {args.dtype}: {what}, {T} glimpses, the same l_0 {list(l_0.shape)} "
-          f"and location noise {list(noise.shape)} (seed {args.seed})")
+    first = {"random": f"the same l_0 {list(l_0.shape)}", "centre": "l_0 at the centre",
+             "learned": "the learned first fixation"}[arch.get("first_fixation", "random")]
+    print(f"[*] check in {args.dtype}: {what}, {arch['core']} core, {arch['num_glimpses']} "
+          f"glimpses, {first} and location noise {list(noise.shape)} (seed {args.seed})")
     print(f"    paddle: model.py on {paddle_from}; torch: align.py's own network on {torch_from}")
-    print(f"    {'output':<11} {'max |paddle - torch|':>20}  at glimpse")
+    print(f"    {'output':<11} {'max |paddle - torch|':>20}  at policy step")
     failed = []
     for name in OUTPUTS:
         per_step = [d for d in diffs[name] if not np.isnan(d)]
@@ -569,20 +647,20 @@ def run(args):
 
     torch_from, paddle_from = args.torch_ckpt, args.paddle_ckpt
     if args.out and not args.to_torch:
-        write_paddle(swap_layout(torch_arrays), torch_meta, arch, args.out)
+        write_paddle(to_paddle_layout(torch_arrays, arch), torch_meta, arch, args.out)
         print(f"[*] wrote {args.out}: {len(expected)} tensors, {n_weights} Linear weights "
               "transposed [out, in] -> [in, out], optimizer state not carried over; "
               f"test it with: python main.py --is_train=False --ckpt {args.out}")
         paddle_arrays, paddle_from = read_paddle(args.out)[0], args.out  # check what was written
     elif args.out:
-        write_torch(swap_layout(paddle_arrays), paddle_meta, arch, args.out)
+        write_torch(to_torch_layout(paddle_arrays, arch), paddle_meta, arch, args.out)
         print(f"[*] wrote {args.out}: {len(expected)} tensors, {n_weights} Linear weights "
               "transposed [in, out] -> [out, in], optimizer state not carried over")
         torch_arrays, torch_from = read_torch(args.out)[0], args.out
     elif paddle_arrays is None:
-        paddle_arrays, paddle_from = swap_layout(torch_arrays), "its conversion in memory"
+        paddle_arrays, paddle_from = to_paddle_layout(torch_arrays, arch), "its conversion in memory"
     elif torch_arrays is None:
-        torch_arrays, torch_from = swap_layout(paddle_arrays), "its conversion in memory"
+        torch_arrays, torch_from = to_torch_layout(paddle_arrays, arch), "its conversion in memory"
 
     if args.check and not run_check(arch, torch_arrays, paddle_arrays, args,
                                     torch_from, paddle_from):

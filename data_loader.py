@@ -23,13 +23,14 @@ import zlib
 
 import numpy as np
 
-from utils import RamError, check_batch_split, save_image_grid
+from utils import RamError, check_batch_split
 
 MEAN, STD = 0.1307, 0.3081  # MNIST's pixel mean and std (of intensities / 255), as the reference
 VALID_SEED, TEST_SEED = 20140624, 20141208  # fixed evaluation canvases (any run, any machine)
 PIECE = 8                                   # side of a clutter piece, as in the paper
 DATASETS = ("mnist", "translated", "cluttered")
 NUM_CLASSES = 10
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # one public copy of the files
 
 
 def default_clutter(canvas):
@@ -115,10 +116,11 @@ def load_mnist(data_dir, split):
         try:
             paths = _download(split)
         except Exception as e:  # offline, proxy, disk: all mean the same to the user
-            names = ", ".join(s + ".gz" for s in FILES[split])
+            names = ", ".join(stem + ".gz" for pair in FILES.values() for stem in pair)
             raise RamError(f"MNIST {split} files not found in {os.path.abspath(data_dir)} (or its "
                            f"MNIST/ subfolder) and the download failed ({type(e).__name__}); put "
-                           f"{names} there or pass --data_dir") from None
+                           f"the four MNIST files {names} there (from "
+                           f"{MNIST_URL}, or any MNIST mirror) or pass --data_dir") from None
     images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1)
     if len(labels) and labels.max() >= NUM_CLASSES:
         raise RamError(f"{paths[1]} holds label {int(labels.max())}, outside the digits 0..9 "
@@ -140,39 +142,21 @@ def normalize(images):
     return ((images.astype(np.float32) / 255.0 - MEAN) / STD)[:, None]
 
 
-def shift_images(x, shifts):
-    """x [B, C, H, W] images, shifts [B, 2] int64 (rows down, columns right) -> the images
-    moved by them, the uncovered border blank (0)."""
-    import paddle
-    B, C, H, W = x.shape
-    rows = paddle.arange(H, dtype="int64").unsqueeze(0) - shifts[:, 0:1]        # [B, H]
-    cols = paddle.arange(W, dtype="int64").unsqueeze(0) - shifts[:, 1:2]        # [B, W]
-    inside = (((rows >= 0) & (rows < H)).unsqueeze(2)
-              & ((cols >= 0) & (cols < W)).unsqueeze(1))                         # [B, H, W]
-    idx = (rows.clip(0, H - 1).unsqueeze(2) * W + cols.clip(0, W - 1).unsqueeze(1))
-    idx = idx.reshape([B, 1, H * W]).expand([B, C, H * W])
-    moved = paddle.take_along_axis(x.reshape([B, C, H * W]), idx, axis=2, broadcast=False)
-    return (moved * inside.reshape([B, 1, H * W]).astype(x.dtype)).reshape([B, C, H, W])
-
-
 class TensorLoader:
     """Batches of (x [B, C, H, W] float32, y [B] int64) gathered by index from device tensors.
 
     The whole split lives on the device once; an epoch is a permutation and one gather per
     batch, so there is no per-sample Python work in the hot path. The order of epoch e is a
     function of (seed, e) only, which makes resumed and repeated runs see the same batches.
-    With shift > 0 every image is moved by a random whole number of pixels in [-shift,
-    shift] on each axis, drawn per sample from (seed, e) as well (augmentation, for training).
     """
 
-    def __init__(self, images, labels, batch_size, shuffle=False, seed=0, shift=0):
+    def __init__(self, images, labels, batch_size, shuffle=False, seed=0):
         import paddle
         self.x = paddle.to_tensor(self._prepare(images))
         self.y = paddle.to_tensor(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
         self.rank, self.world, self.pad = 0, 1, False
-        self.shift, self.shifts = int(shift), None
 
     @staticmethod
     def _prepare(images):
@@ -226,12 +210,11 @@ class TensorLoader:
 
     def set_epoch(self, epoch):
         self.epoch = epoch
-        self.shifts = None  # drawn lazily, once per epoch
 
     def digit_centres(self, idx):
         """Where the digits of samples idx [B] sit: their 28x28 boxes' centres [B, 2] float32,
         (column, row) in pixels of the image, (0, 0) its top-left corner. Plain MNIST digits
-        fill the image (evaluation images never shift)."""
+        fill the image."""
         import paddle
         H, W = self.x.shape[2], self.x.shape[3]
         return paddle.to_tensor([[W / 2, H / 2]], dtype="float32").expand([idx.shape[0], 2])
@@ -239,14 +222,7 @@ class TensorLoader:
     def _batch(self, idx):
         """idx: int64 [B] sample indices -> (x [B, C, H, W], y [B])."""
         import paddle
-        x = paddle.gather(self.x, idx)
-        if self.shift:
-            if self.shifts is None:  # its own stream, apart from the shuffle's
-                rng = np.random.RandomState([self.seed, self.epoch, 2])
-                self.shifts = paddle.to_tensor(
-                    rng.randint(-self.shift, self.shift + 1, size=(self.num_samples, 2)))
-            x = shift_images(x, paddle.gather(self.shifts, idx))
-        return x, paddle.gather(self.y, idx)
+        return paddle.gather(self.x, idx), paddle.gather(self.y, idx)
 
     def __iter__(self):
         return self.iterate()
@@ -355,38 +331,32 @@ class CanvasLoader(TensorLoader):
 
 
 def make_loader(images, labels, batch_size, dataset="mnist", canvas=60, clutter=None,
-                shuffle=False, seed=0, fixed_seed=None, shift=0):
-    """A TensorLoader (mnist, optionally shifted) or CanvasLoader (translated, cluttered)."""
+                shuffle=False, seed=0, fixed_seed=None):
+    """A TensorLoader (mnist) or CanvasLoader (translated, cluttered)."""
     canvas, clutter = settle_canvas(dataset, canvas, clutter)
     if dataset == "mnist":
-        return TensorLoader(images, labels, batch_size, shuffle, seed, shift)
+        return TensorLoader(images, labels, batch_size, shuffle, seed)
     return CanvasLoader(images, labels, batch_size, canvas, clutter, shuffle, seed, fixed_seed)
 
 
-def split_indices(n, valid_size, seed, shuffle=True):
+def split_indices(n, valid_size, seed):
     """The reference's split: the first floor(valid_size * n) of a seeded permutation validate."""
     indices = np.arange(n)
-    if shuffle:
-        np.random.RandomState(seed).shuffle(indices)
+    np.random.RandomState(seed).shuffle(indices)
     split = int(np.floor(valid_size * n))
     return indices[split:], indices[:split]
 
 
-def get_train_valid_loader(data_dir, batch_size, random_seed, valid_size=0.1, shuffle=True,
-                           show_sample=False, plot_dir="plots", dataset="mnist", canvas=60,
-                           clutter=None, shift=0):
-    """Train and validation loaders over the MNIST training split (shift: training only)."""
+def get_train_valid_loader(data_dir, batch_size, random_seed, valid_size=0.1, dataset="mnist",
+                           canvas=60, clutter=None):
+    """Train and validation loaders over the MNIST training split: the training loader
+    shuffles every epoch (and draws fresh canvases), the validation set is fixed."""
     images, labels = load_mnist(data_dir, "train")
-    train_idx, valid_idx = split_indices(len(labels), valid_size, random_seed, shuffle)
+    train_idx, valid_idx = split_indices(len(labels), valid_size, random_seed)
     train = make_loader(images[train_idx], labels[train_idx], batch_size, dataset, canvas,
-                        clutter, shuffle, random_seed, shift=shift)
+                        clutter, shuffle=True, seed=random_seed)
     valid = make_loader(images[valid_idx], labels[valid_idx], batch_size, dataset, canvas,
                         clutter, fixed_seed=VALID_SEED)
-    if show_sample:
-        x, y = next(iter(train))
-        path = save_image_grid(x[:9, 0].numpy(), os.path.join(plot_dir, f"{dataset}_sample.png"),
-                               titles=y[:9].numpy())
-        print(f"[*] Saved a 3x3 sample of the training images to {path}")
     return train, valid
 
 

@@ -1,4 +1,4 @@
-"""RecurrentAttention: wires the modules of modules.py into one agent.
+"""RecurrentAttention: wires the modules of modules.py into one agent, and its episode.
 
 A rollout of T glimpses on images x [B, C, H, W]:
 
@@ -6,10 +6,18 @@ A rollout of T glimpses on images x [B, C, H, W]:
     for t in 1..T:  g_t = sensor(x, l_{t-1});  h_t = rnn(g_t, h_{t-1})
                     l_t, log_pi_t = locator(h_t);  b_t = baseliner(h_t)
     log p(y | x) = classifier(h_T)
+
+`rollout_loss` is the one episode that training, validation, testing and the benchmarks run:
+the rollout and its hybrid loss (supervised classification, the baseline's regression and
+REINFORCE for the locations), whose gradient Paddle's autograd computes.
 """
+from typing import NamedTuple
+
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
+import data_loader
 from modules import (ActionNetwork, BaselineNetwork, CoreNetwork, GlimpseNetwork,
                      LocationNetwork)
 
@@ -23,14 +31,17 @@ class RecurrentAttention(nn.Layer):
     glimpse networks (default: the locator reads a detached h_t, as in the reference); core
     one of CoreNetwork.KINDS; first_fixation one of FIRST_FIXATIONS ("learned": the location
     network applied to h_0 = 0, a policy step of its own with its log-probability and
-    baseline); normalize=(mean, std): the images hold pixel intensities 0..255, which the
-    retina normalises (see modules.Retina), else it reads x as given."""
+    baseline); num_glimpses the episode length predict() runs; normalize=(mean, std): the
+    images hold pixel intensities 0..255, which the retina normalises (see modules.Retina),
+    else it reads x as given."""
 
     def __init__(self, g, k, s, c, h_g, h_l, std, hidden_size, num_classes,
-                 reinforce_core=False, core="rnn", first_fixation="random", normalize=None):
+                 reinforce_core=False, core="rnn", first_fixation="random", num_glimpses=6,
+                 normalize=None):
         super().__init__()
         self.hidden_size = hidden_size
         self.first_fixation = first_fixation
+        self.num_glimpses = num_glimpses  # what predict() runs
         self.sensor = GlimpseNetwork(h_g, h_l, g, k, s, c, normalize)
         self.rnn = CoreNetwork(h_g + h_l, hidden_size, core)
         self.locator = LocationNetwork(hidden_size, 2, std, detach=not reinforce_core)
@@ -42,50 +53,50 @@ class RecurrentAttention(nn.Layer):
         """1 when the first fixation is a draw of the policy (noise and log_pi get a row)."""
         return int(self.first_fixation == "learned")
 
-    def draw_episode(self, batch, num_glimpses, dtype, l_0=None, noise=None):
+    def draw_episode(self, batch, num_glimpses, dtype, l_0=None, noise=None, std=None):
         """The episode's random draws that are not given, from Paddle's seeded generator in
         this order: the first fixation l_0 [B, 2] uniform over the image (for a random first
         fixation; else None), then the policy's standard-normal noise [P + T, B, 2] (None at
-        std 0, where the policy is its mean)."""
+        std 0, where the policy is its mean; std None: the training std)."""
+        std = self.locator.std if std is None else std
         if l_0 is None and self.first_fixation == "random":
             l_0 = paddle.uniform([batch, 2], dtype=dtype, min=-1.0, max=1.0)
-        if noise is None and self.locator.std > 0:
+        if noise is None and std > 0:
             steps = self.policy_steps_before_first_glimpse + num_glimpses
             noise = paddle.randn([steps, batch, 2], dtype=dtype)
         return l_0, noise
 
-    def forward(self, x, l_t_prev, h_t_prev, noise=None):
-        """One glimpse.
+    def forward(self, x, l_t_prev, h_t_prev, noise=None, std=None):
+        """One glimpse at images x [B, C, H, W] (rollout reads T glimpses through one scene:
+        see step).
 
         Args:
-            x: [B, C, H, W]; l_t_prev: [B, 2]; h_t_prev: [B, state_size], the core's state
-            (h_{t-1} itself for the RNN cores); noise: [B, 2] standard-normal draw for the
-            location policy (None only at std 0).
+            l_t_prev: [B, 2]; h_t_prev: [B, state_size], the core's state (h_{t-1} itself for
+            the RNN cores); noise: [B, 2] standard-normal draw for the location policy (None
+            only at std 0); std: the policy's std (None: the training std).
         Returns:
             (state_t [B, state_size], l_t [B, 2], b_t [B], log_pi [B]); the classifier reads
             self.rnn.hidden(state_T) once the episode is over (see rollout).
         """
-        g_t = self.sensor(x, l_t_prev)
+        return self.step(self.sensor.retina.scene(x), l_t_prev, h_t_prev, noise, std)
+
+    def step(self, scene, l_t_prev, h_t_prev, noise=None, std=None):
+        """forward, on a scene of the images (modules.Retina.scene)."""
+        g_t = self.sensor(scene, l_t_prev)
         state = self.rnn(g_t, h_t_prev)
         h_t = self.rnn.hidden(state)
-        log_pi, l_t = self.locator(h_t, noise)
+        log_pi, l_t = self.locator(h_t, noise, std)
         b_t = self.baseliner(h_t).squeeze(1)
         return state, l_t, b_t, log_pi
 
-    def fixation_pixels(self, x, locs):
-        """The pixels (column, row) [T, N, 2] int64 that the sharp patches of glimpses
-        locs [T, N, 2] centre on, in the frame of images x [N, C, H, W]."""
-        T, N, _ = locs.shape
-        return self.sensor.retina.centre(x, locs.reshape([T * N, 2])).reshape([T, N, 2])
-
-    def rollout(self, x, num_glimpses, l_0=None, noise=None):
+    def rollout(self, x, num_glimpses, l_0=None, noise=None, std=None):
         """A whole episode of num_glimpses glimpses.
 
         Args:
             x: [B, C, H, W]; l_0: optional first fixation [B, 2] (not with "learned");
             noise: optional location-policy noise [P + num_glimpses, B, 2] (exact, repeatable
             runs), P = policy_steps_before_first_glimpse; what is not given is drawn
-            (draw_episode).
+            (draw_episode); std: the policy's std (None: the training std; 0: its mean).
         Returns:
             log_probas [B, classes], log_pi [B, P + T], baselines [B, P + T], locs [T, B, 2]
             where locs[t] is where glimpse t looked (locs[0] = l_0).
@@ -93,12 +104,13 @@ class RecurrentAttention(nn.Layer):
         B = x.shape[0]
         if l_0 is not None and self.first_fixation == "learned":
             raise ValueError("a learned first fixation is drawn from the policy; pass noise")
-        l_0, noise = self.draw_episode(B, num_glimpses, x.dtype, l_0, noise)
+        l_0, noise = self.draw_episode(B, num_glimpses, x.dtype, l_0, noise, std)
+        scene = self.sensor.retina.scene(x)
         state = paddle.zeros([B, self.rnn.state_size], dtype=x.dtype)
         locs, log_pis, baselines = [], [], []
         if self.first_fixation == "learned":
             h_0 = self.rnn.hidden(state)
-            log_pi, l_t = self.locator(h_0, None if noise is None else noise[0])
+            log_pi, l_t = self.locator(h_0, None if noise is None else noise[0], std)
             log_pis.append(log_pi)
             baselines.append(self.baseliner(h_0).squeeze(1))
             noise = None if noise is None else noise[1:]
@@ -108,11 +120,100 @@ class RecurrentAttention(nn.Layer):
             l_t = paddle.zeros([B, 2], dtype=x.dtype)
         for t in range(num_glimpses):
             locs.append(l_t)
-            state, l_t, b_t, log_pi = self(x, l_t, state, None if noise is None else noise[t])
+            state, l_t, b_t, log_pi = self.step(scene, l_t, state,
+                                                None if noise is None else noise[t], std)
             log_pis.append(log_pi)
             baselines.append(b_t)
         log_probas = self.classifier(self.rnn.hidden(state))
         return log_probas, paddle.stack(log_pis, 1), paddle.stack(baselines, 1), paddle.stack(locs)
+
+    def predict(self, x, l_0=None):
+        """Classify images x [N, C, H, W] (pixel intensities 0..255, a light digit on a dark
+        ground, as MNIST; H x W the size the model was trained on) with the policy at its
+        mean: one deterministic trajectory per image. l_0 [N, 2] is the first fixation of a
+        model whose first fixation is random (default: the image's centre); a learned one
+        takes x alone. Returns (probabilities [N, classes], fixations [T, N, 2] in [-1, 1],
+        (column, row)). The export (export.py) writes this call."""
+        if l_0 is None and self.first_fixation == "random":
+            l_0 = paddle.zeros([x.shape[0], 2], dtype=x.dtype)
+        log_probas, _, _, locs = self.rollout(x, self.num_glimpses, l_0, std=0.0)
+        return log_probas.exp(), locs
+
+    def fixation_pixels(self, x, locs):
+        """The pixels (column, row) [T, N, 2] int64 that the sharp patches of glimpses
+        locs [T, N, 2] centre on, in the frame of images x [N, C, H, W]."""
+        T, N, _ = locs.shape
+        return self.sensor.retina.centre(x, locs.reshape([T * N, 2])).reshape([T, N, 2])
+
+
+def build_model(config):
+    """The RecurrentAttention that `config` describes (1 channel, 10 classes: MNIST), reading
+    pixel intensities 0..255 normalised with MNIST's mean and std, as the loaders deliver."""
+    return RecurrentAttention(
+        config.patch_size, config.num_patches, config.glimpse_scale, 1, config.glimpse_hidden,
+        config.loc_hidden, config.std, config.hidden_size, data_loader.NUM_CLASSES,
+        reinforce_core=config.reinforce_core, core=config.core,
+        first_fixation=config.first_fixation, num_glimpses=config.num_glimpses,
+        normalize=(data_loader.MEAN, data_loader.STD))
+
+
+class Episode(NamedTuple):
+    loss: paddle.Tensor        # [] hybrid loss
+    correct: paddle.Tensor     # [] number of correctly classified images (float)
+    log_probas: paddle.Tensor  # [B, classes], averaged over the M samples
+    locs: paddle.Tensor        # [T, M*B, 2] where each glimpse looked
+
+
+def rollout_loss(model, x, y, num_glimpses, M=1, reinforce_weight=0.01, l_0=None, noise=None,
+                 rollouts=1, baseline="learned", std=None):
+    """Run one episode on x [B, C, H, W] with labels y [B] and return its Episode.
+
+    Evaluation (M > 1): each image is seen M times (independent location samples);
+    log-probabilities, baselines and log_pi are averaged over the M copies, as the reference
+    does. Training (rollouts K > 1): each image is seen K times, each copy its own episode
+    with its own reward, so the REINFORCE estimate averages K trajectories per image. The
+    loss is hybrid_loss's. l_0 [M*K*B, 2] and noise [P + T, M*K*B, 2] make the episode exact
+    (see RecurrentAttention.rollout); std is the policy's (None: the training std).
+    `correct` counts images: the mean over the K rollouts.
+    """
+    B = x.shape[0]
+    copies = M * rollouts
+    if copies > 1:
+        x = x.tile([copies, 1, 1, 1])  # [copies*B, C, H, W], copy m of image b at row m*B + b
+    log_probas, log_pi, baselines, locs = model.rollout(x, num_glimpses, l_0, noise, std)
+    if M > 1:
+        log_probas = log_probas.reshape([M, B, -1]).mean(0)               # [B, classes]
+        log_pi = log_pi.reshape([M, B, -1]).mean(0)                       # [B, T]
+        baselines = baselines.reshape([M, B, -1]).mean(0)                 # [B, T]
+    if rollouts > 1:
+        y = y.tile([rollouts])
+    loss, correct = hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight,
+                                loo=rollouts if baseline == "loo" else 0)
+    return Episode(loss, correct.sum() / rollouts, log_probas, locs)
+
+
+def hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight, loo=0):
+    """The hybrid loss of an episode, from log_probas [N, classes], log_pi [N, T] and
+    baselines [N, T], with R = 1 for a correct final classification, else 0, at every step:
+
+        L = NLL(log p(y)) + mean_t (b_t - R)^2 + lambda * mean_N sum_t -log pi_t (R - b_t)
+
+    lambda = reinforce_weight, b_t detached in the REINFORCE term. loo = K > 1: the N rows
+    are K rollouts of N / K images (row k * N/K + i is rollout k of image i), and the
+    REINFORCE term's b_t is the mean reward of image i's other K - 1 rollouts (leave one
+    out). Returns (loss [], correct [N] as floats)."""
+    correct = (log_probas.argmax(1) == y).astype(log_probas.dtype)        # [N]
+    R = correct.unsqueeze(1).expand(baselines.shape)                      # [N, T]
+    loss_action = F.nll_loss(log_probas, y)
+    loss_baseline = F.mse_loss(baselines, R)
+    if loo:
+        per_image = correct.reshape([loo, -1])                            # [K, N/K]
+        b = (per_image.sum(0, keepdim=True) - per_image) / (loo - 1)      # others' mean
+        b = b.reshape([-1, 1]).expand(baselines.shape)
+    else:
+        b = baselines.detach()
+    loss_reinforce = (-log_pi * (R - b)).sum(1).mean()
+    return loss_action + loss_baseline + reinforce_weight * loss_reinforce, correct
 
 
 # A fixation "finds" the digit when it lies within this many pixels of the digit's centre on

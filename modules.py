@@ -15,10 +15,20 @@ top-left corner of the image. Parameter names and shapes match the reference che
 (`sensor.fc1..fc4`, `rnn.i2h/h2h`, `locator.fc/fc_lt`, `classifier.fc`, `baseliner.fc`).
 """
 import math
+from typing import NamedTuple
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+
+
+class Scene(NamedTuple):
+    """What the retina reads a batch of images x [B, C, H, W] through (Retina.scene)."""
+    x: paddle.Tensor          # [B, C, H, W] the images
+    flat: paddle.Tensor       # [B, C*L] the normalised images, zero-padded and flattened
+    weights: paddle.Tensor    # [2, g*g] centre (col, row) -> flat index of each patch pixel,
+    offsets: paddle.Tensor    # [g*g]    as offsets + centre @ weights
+    table: paddle.Tensor      # [B, C, H*W] summed-area table of x (None with one patch)
 
 
 class Retina:
@@ -30,14 +40,16 @@ class Retina:
     sensor sees them as the reference's data pipeline normalises them, (p / 255 - mean) / std,
     zero outside the image; without, it sees x as it is. The whole batch is served by gathers
     on device tensors (no per-sample loop, no host copy), so the same code runs on a GPU.
+
+    An episode glimpses the same images T times: `scene(x)` does the per-image work once (the
+    padded image the sharp patches are gathered from, the summed-area table the pooled ones
+    are read from) and `foveate(scene, l)` reads one glimpse from it.
     """
 
     def __init__(self, g, k, s, normalize=None):
         self.g, self.k, self.s = int(g), int(k), int(s)
         self.sizes = [self.g * self.s ** i for i in range(self.k)]
         self.normalize = normalize
-        self._table = None
-        self._padded = None
         self._pool_consts = {}
 
     @staticmethod
@@ -56,28 +68,36 @@ class Retina:
         the image; training reports the divergence through its loss."""
         return paddle.floor(0.5 * ((paddle.nan_to_num(coords) + 1.0) * size))
 
-    def _size(self, x, l):
-        """(W, H) of x as a tensor [2] of l's dtype."""
-        return paddle.to_tensor([x.shape[3], x.shape[2]], dtype=l.dtype)
+    @staticmethod
+    def _size(x, dtype):
+        """(W, H) of x [B, C, H, W] as a tensor [2]."""
+        return paddle.to_tensor([x.shape[3], x.shape[2]], dtype=dtype)
 
     def centre(self, x, l):
         """Pixel (col, row) [B, 2] int64 that the glimpse at l [B, 2] centres on, in x's frame."""
-        return self.denormalize(self._size(x, l), l)
+        return self.denormalize(self._size(x, l.dtype), l)
 
-    def foveate(self, x, l):
-        """Args: x [B, C, H, W], l [B, 2]. Returns phi [B, k * C * g * g], patch-major then channel.
+    def scene(self, x):
+        """The per-image work of all glimpses at images x [B, C, H, W]: a Scene."""
+        flat, weights, offsets = self._padded_image(x)
+        table = self._summed_area_table(x) if self.k > 1 else None
+        return Scene(x, flat, weights, offsets, table)
 
-        The sharp patch is gathered pixel by pixel from the (normalised) image padded once
-        per batch (_sharp_patch). A pooled patch (side g * f, f = s**i) is read from a
-        summed-area table of the raw pixels instead: each of its g x g cells is the sum of an
-        f x f block, 4 table look-ups whatever f is, so wide glimpses cost no more than
-        narrow ones, and normalising after pooling is exact because normalising is affine.
+    def foveate(self, scene, l):
+        """Args: scene (of images [B, C, H, W]), l [B, 2]. Returns phi [B, k * C * g * g],
+        patch-major then channel.
+
+        The sharp patch is gathered pixel by pixel from the (normalised) padded image
+        (_sharp_patch). A pooled patch (side g * f, f = s**i) is read from a summed-area table
+        of the raw pixels instead: each of its g x g cells is the sum of an f x f block, 4
+        table look-ups whatever f is, so wide glimpses cost no more than narrow ones, and
+        normalising after pooling is exact because normalising is affine.
         """
-        B = x.shape[0]
-        sharp = self._sharp_patch(x, l)                                          # [B, C*g*g]
+        B = scene.x.shape[0]
+        sharp = self._sharp_patch(scene, l)                                      # [B, C*g*g]
         if self.k == 1:
             return sharp
-        pooled = self._pooled_patches(x, self.centre(x, l))
+        pooled = self._pooled_patches(scene, self.centre(scene.x, l))
         return paddle.concat([sharp, pooled.reshape([B, -1])], axis=1)
 
     def _pixels(self, x):
@@ -88,35 +108,30 @@ class Retina:
         return (x / 255.0 - mean) / std
 
     def _padded_image(self, x):
-        """For the last x seen (like the summed-area table: T glimpses share one padding):
-        _pixels(x) zero-padded and flattened to [B, C*L], each channel laid out as `lead`
+        """_pixels(x) zero-padded and flattened to [B, C*L], each channel laid out as `lead`
         zeros, then the H rows at stride Wp = W + r, each followed by r zeros, then r*Wp zeros,
         where r = g - g//2 >= g//2 is the patch's reach past its centre. Reading row i, col j
         at lead + i*Wp + j, a column left of the image lands in the previous row's zeros and
         one right of it in the row's own, so one gap per row pads both sides (less to copy
         than a frame of g on every side). Also the GEMM [2, g*g] and constant [g*g] that
-        turn a centre (col, row) into the flat index of each sharp-patch pixel, built with it
-        (caching them per shape measured within noise: benchmarks/README.md)."""
-        if self._padded is None or self._padded[0] is not x:
-            B, C, H, W = x.shape
-            g = self.g
-            r = g - g // 2
-            Wp, lead = W + r, (g // 2) * (W + r + 1)
-            # Patch pixel (i, j) sits at lead + (row - g//2 + i) * Wp + (col - g//2 + j),
-            # which is (row * Wp + col) + i * Wp + j: lead is g//2 rows and columns.
-            offsets = [i * Wp + j for i in range(g) for j in range(g)]
-            gap = paddle.zeros([B * C * H, r], dtype=x.dtype)
-            top = paddle.zeros([B * C, lead], dtype=x.dtype)
-            bottom = paddle.zeros([B * C, r * Wp], dtype=x.dtype)
-            index_consts = (paddle.to_tensor([[1.0] * g * g, [float(Wp)] * g * g], dtype=x.dtype),
-                            paddle.to_tensor(offsets, dtype=x.dtype))
-            # Concats: Paddle's CPU pad kernel is several times slower.
-            rows = paddle.concat([self._pixels(x).reshape([B * C * H, W]), gap], axis=1)
-            flat = paddle.concat([top, rows.reshape([B * C, H * Wp]), bottom], axis=1)
-            self._padded = (x, flat.reshape([B, -1]), *index_consts)
-        return self._padded[1:]
+        turn a centre (col, row) into the flat index of each sharp-patch pixel."""
+        B, C, H, W = x.shape
+        g = self.g
+        r = g - g // 2
+        Wp, lead = W + r, (g // 2) * (W + r + 1)
+        # Patch pixel (i, j) sits at lead + (row - g//2 + i) * Wp + (col - g//2 + j),
+        # which is (row * Wp + col) + i * Wp + j: lead is g//2 rows and columns.
+        offsets = [i * Wp + j for i in range(g) for j in range(g)]
+        gap = paddle.zeros([B * C * H, r], dtype=x.dtype)
+        top = paddle.zeros([B * C, lead], dtype=x.dtype)
+        bottom = paddle.zeros([B * C, r * Wp], dtype=x.dtype)
+        weights = paddle.to_tensor([[1.0] * g * g, [float(Wp)] * g * g], dtype=x.dtype)
+        # Concats: Paddle's CPU pad kernel is several times slower.
+        rows = paddle.concat([self._pixels(x).reshape([B * C * H, W]), gap], axis=1)
+        flat = paddle.concat([top, rows.reshape([B * C, H * Wp]), bottom], axis=1)
+        return flat.reshape([B, -1]), weights, paddle.to_tensor(offsets, dtype=x.dtype)
 
-    def _sharp_patch(self, x, l):
+    def _sharp_patch(self, scene, l):
         """The g x g patch around l [B, 2] as [B, C*g*g] (channel, row, col), zeros outside
         the image: one gather from the padded image, no clamping or masking. A centre lies in
         [0, size] (l is clipped to [-1, 1]), so the patch stays inside the padding.
@@ -125,32 +140,24 @@ class Retina:
         one small GEMM on the floored centre: float32 holds these integers exactly.
         (An int64 broadcast add of row and pixel offsets costs several times more.)
         """
-        B, C, H, W = x.shape
+        B, C, H, W = scene.x.shape
         g = self.g
-        flat, weights, offsets = self._padded_image(x)
-        c = self.pixel_floor(self._size(x, l), l)                           # [B, 2] (col, row)
-        idx = addmm(offsets, c, weights).astype("int64")                  # [B, g*g]
+        c = self.pixel_floor(self._size(scene.x, l.dtype), l)               # [B, 2] (col, row)
+        idx = addmm(scene.offsets, c, scene.weights).astype("int64")      # [B, g*g]
         if C == 1:
-            return paddle.take_along_axis(flat, idx, axis=1, broadcast=False)
+            return paddle.take_along_axis(scene.flat, idx, axis=1, broadcast=False)
         idx = idx.unsqueeze(1).expand([B, C, g * g])                             # [B, C, g*g]
-        flat = flat.reshape([B, C, -1])
+        flat = scene.flat.reshape([B, C, -1])
         return paddle.take_along_axis(flat, idx, axis=2, broadcast=False).reshape([B, -1])
 
     def _summed_area_table(self, x):
         """[B, C, H*W], entry (r, c) = sum of x[:, :, :r+1, :c+1], exact: in x's float32 when
         x holds pixel intensities (normalize) whose sums stay below 2**24 (canvases up to
-        256 x 256), where float32 adds integers exactly; otherwise in float64.
-
-        Kept for the last x seen: a rollout glimpses the same images num_glimpses times, and
-        the table costs more than all the look-ups of one glimpse. (Images are inputs, never
-        modified in place, so the identity of the tensor identifies its content.)
-        """
-        if self._table is None or self._table[0] is not x:
-            B, C, H, W = x.shape
-            exact = self.normalize is not None and H * W * 255 < 2 ** 24
-            table = x.astype(x.dtype if exact else "float64").cumsum(axis=2).cumsum(axis=3)
-            self._table = (x, table.reshape([B, C, H * W]))
-        return self._table[1]
+        256 x 256), where float32 adds integers exactly; otherwise in float64."""
+        B, C, H, W = x.shape
+        exact = self.normalize is not None and H * W * 255 < 2 ** 24
+        table = x.astype(x.dtype if exact else "float64").cumsum(axis=2).cumsum(axis=3)
+        return table.reshape([B, C, H * W])
 
     def _pooling_constants(self, dtype):
         """Block edges [k-1, g+1] int64 relative to the centre, for each pooled patch, and the
@@ -167,11 +174,11 @@ class Retina:
             self._pool_consts[dtype] = edges, D, E
         return self._pool_consts[dtype]
 
-    def _pooled_patches(self, x, c):
+    def _pooled_patches(self, scene, c):
         """Patches 1..k-1 around centres c [B, 2], average-pooled: [B, k-1, C, g, g]."""
+        x, table = scene.x, scene.table                                          # [B, C, H*W]
         B, C, H, W = x.shape
         g = self.g
-        table = self._summed_area_table(x)                                       # [B, C, H*W]
         edges, D, E = self._pooling_constants(table.dtype)
         # Block edges clamped to the image; the sum over rows [0, e) is table row e - 1, and
         # an edge at 0 sums nothing (read entry 0, then zero it).
@@ -232,7 +239,8 @@ class GlimpseNetwork(nn.Layer):
     """g_t = relu(fc3(relu(fc1(phi))) + fc4(relu(fc2(l_{t-1})))): "what" plus "where".
 
     Args: h_g, h_l hidden sizes of the phi and location layers; g, k, s, normalize retina
-    parameters; c image channels. forward(x [B, C, H, W], l_t_prev [B, 2]) -> g_t [B, h_g + h_l].
+    parameters; c image channels. forward(scene, l_t_prev [B, 2]) -> g_t [B, h_g + h_l], the
+    scene of images x [B, C, H, W] from self.retina.scene(x).
     """
 
     def __init__(self, h_g, h_l, g, k, s, c, normalize=None):
@@ -243,8 +251,8 @@ class GlimpseNetwork(nn.Layer):
         self.fc3 = nn.Linear(h_g, h_g + h_l)
         self.fc4 = nn.Linear(h_l, h_g + h_l)
 
-    def forward(self, x, l_t_prev):
-        phi = self.retina.foveate(x, l_t_prev)
+    def forward(self, scene, l_t_prev):
+        phi = self.retina.foveate(scene, l_t_prev)
         what = F.relu(linear_sum((self.fc1, phi)))
         where = F.relu(linear_sum((self.fc2, l_t_prev)))
         return F.relu(linear_sum((self.fc3, what), (self.fc4, where)))
@@ -289,22 +297,23 @@ class CoreNetwork(nn.Layer):
 
 def gaussian_log_pi(dev, std):
     """log N(l; mu, std^2 I) of 2-D samples from dev = l - mu [N, 2] -> [N]:
-    -|dev|^2 / (2 std^2) - 2 log std - log 2 pi (the policy's log-probability; the fused
-    training episode computes it with this function too)."""
+    -|dev|^2 / (2 std^2) - 2 log std - log 2 pi (the policy's log-probability)."""
     return paddle.scale((dev * dev).sum(axis=1), scale=-0.5 / std ** 2,
                         bias=-2.0 * math.log(std) - math.log(2 * math.pi))
 
 
 class LocationNetwork(nn.Layer):
-    """Gaussian policy over the next fixation, mu = tanh(fc_lt(relu(fc(h_t)))), fixed std.
+    """Gaussian policy over the next fixation: l_t ~ N(mu, std^2 I), mu = tanh(fc_lt(relu(fc(h_t)))).
 
     The location is learnt by REINFORCE alone: the classification loss never reaches these
     weights. By default (the reference) the policy reads a detached h_t, so REINFORCE trains
     only these weights; with detach=False its gradient also reaches the core and glimpse
-    networks, as in the paper's objective over all of the agent's parameters.
-    forward(h_t [B, in], noise [B, 2]) -> (log_pi [B], l_t [B, 2]), noise the standard-normal
-    draw (RecurrentAttention.draw_episode). With std 0 (testing at the policy's mean) l_t = mu
-    and log_pi = 0, the noise unused.
+    networks, as in the paper's objective over all of the agent's parameters. `std` is the
+    training std (a fixed hyperparameter).
+    forward(h_t [B, in], noise [B, 2], std) -> (log_pi [B], l_t [B, 2]): noise is the
+    standard-normal draw (RecurrentAttention.draw_episode), std the one to sample at (None:
+    the training std; testing passes its own). At std 0, the policy's mean: l_t = mu and
+    log_pi = 0, the noise unused.
     """
 
     def __init__(self, input_size, output_size, std, detach=True):
@@ -314,14 +323,15 @@ class LocationNetwork(nn.Layer):
         self.fc = nn.Linear(input_size, input_size // 2)
         self.fc_lt = nn.Linear(input_size // 2, output_size)
 
-    def forward(self, h_t, noise):
+    def forward(self, h_t, noise, std=None):
+        std = self.std if std is None else std
         hidden = F.relu(linear_sum((self.fc, h_t.detach() if self.detach else h_t)))
         mu = paddle.tanh(linear_sum((self.fc_lt, hidden)))
-        if self.std == 0:  # the policy's mean: a deterministic fixation, log pi = 0
+        if std == 0:  # the policy's mean: a deterministic fixation, log pi = 0
             return paddle.zeros([mu.shape[0]], dtype=mu.dtype), mu.detach()
-        l_t = (mu + self.std * noise).detach()
+        l_t = (mu + std * noise).detach()
         # Of the unclipped sample: the clipped one is where the sensor looks.
-        return gaussian_log_pi(l_t - mu, self.std), l_t.clip(-1.0, 1.0)
+        return gaussian_log_pi(l_t - mu, std), l_t.clip(-1.0, 1.0)
 
 
 class ActionNetwork(nn.Layer):

@@ -13,12 +13,13 @@ Six modes:
         image), retina.png (the patches the network received for one image) and glimpses.mp4
         when ffmpeg is on PATH.
 
-    python plot_glimpses.py --curves logs/<model_name>.log [--out plots/<model_name>_curves.png]
-        Learning curves (accuracy, loss, learning rate per epoch) from a training log.
+    python plot_glimpses.py --curves logs/<model_name>_metrics.jsonl [--out plots/<model_name>_curves.png]
+        Learning curves (accuracy, loss, learning rate per epoch) from a run's metrics.
 
-    python plot_glimpses.py --compare LOG LOG [...] [--out plots/compare.png]
-        Runs side by side: validation accuracy and learning rate per epoch of each log, and a
-        table (best validation accuracy; mean over the 5 epochs up to every 50th epoch).
+    python plot_glimpses.py --compare METRICS METRICS [...] [--out plots/compare.png]
+        Runs side by side: validation accuracy and learning rate per epoch of each run's
+        metrics, and a table (best validation accuracy and the share of digits found there;
+        mean over the 5 epochs up to every 50th epoch).
 
     python plot_glimpses.py --search <file> [--grid 8] [--out plots/<model_name>/search.png]
         Runs a translated or cluttered checkpoint on the test set and maps the test error and
@@ -65,9 +66,8 @@ SCALE_COLORS = ("#ff2a2a", "#ffb000", "#00d0ff", "#7cff4a", "#ff4af0")
 IMAGE_RANGE = (0, 255)                          # images: pixel intensities
 PATCH_RANGE = ((0 - MEAN) / STD, (1 - MEAN) / STD)  # patches: normalised, as the network sees them
 
-EPOCH_LINE = re.compile(
-    r"epoch (\d+)/\d+ \| lr (\S+)(?: std (\S+))? \| train loss (\S+) acc (\S+) \| "
-    r"val loss (\S+) acc (\S+) err (\S+)(?: \| \S+s, total (\S+) min)?")
+# What plot_curves and compare_runs read from a run's metrics records (trainer.py writes them).
+METRICS = ("lr", "std", "train_loss", "train_acc", "val_loss", "val_acc", "total_min", "found")
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -391,24 +391,26 @@ def plot_dump(args):
 
 
 # ---------------------------------------------------------------------------- checkpoint mode
-def run_model(model, x, num_glimpses, seed):
-    """One seeded rollout on x [n, 1, H, W] (numpy). Returns locs [T, n, 2], predictions [n]
-    and the patches the network received [T, n, k, g, g]."""
+def run_model(model, x, num_glimpses, seed, std):
+    """One seeded rollout on x [n, 1, H, W] (numpy) at policy std `std`. Returns locs
+    [T, n, 2], predictions [n] and the patches the network received [T, n, k, g, g]."""
     import paddle
     from utils import set_seed
     set_seed(seed)
     retina = model.sensor.retina
     with paddle.no_grad():
         xt = paddle.to_tensor(x)
-        log_probas, _, _, locs = model.rollout(xt, num_glimpses)
-        patches = [retina.foveate(xt, locs[t]).reshape([x.shape[0], retina.k, retina.g, retina.g])
+        log_probas, _, _, locs = model.rollout(xt, num_glimpses, std=std)
+        scene = retina.scene(xt)
+        patches = [retina.foveate(scene, locs[t]).reshape([x.shape[0], retina.k, retina.g,
+                                                           retina.g])
                    for t in range(num_glimpses)]
         patches = paddle.stack(patches)
     return locs.numpy(), log_probas.argmax(1).numpy(), patches.numpy()
 
 
 def plot_checkpoint(args):
-    from trainer import load_model
+    from checkpoint import load_model
     from utils import model_name
     if args.num_images < 1:
         raise RamError(f"--num_images must be >= 1 (got {args.num_images})")
@@ -420,7 +422,7 @@ def plot_checkpoint(args):
     x, y = x.numpy(), y.numpy()
     n = len(y)
     T = int(cfg.num_glimpses)
-    locs, pred, patches = run_model(model, x, T, args.random_seed)
+    locs, pred, patches = run_model(model, x, T, args.random_seed, cfg.eval_std)
     g, k, s = int(cfg.patch_size), int(cfg.num_patches), int(cfg.glimpse_scale)
     out = args.out or os.path.join("plots", model_name(cfg))
     imgs = x[:, 0]
@@ -443,12 +445,13 @@ def search_records(model, cfg, loader, seed):
     draws main.py tests with at --random_seed `seed`). Returns numpy arrays: the digits'
     centres [N, 2] and the fixations [T, N, 2] in pixels (column, row), and correct [N]."""
     import paddle
-    from trainer import rollout_loss, seeded_batches
+    from model import rollout_loss
+    from trainer import seeded_batches
     T = int(cfg.num_glimpses)
     centres, fixations, correct = [], [], []
     with paddle.no_grad():
         for x, y, l_0, noise, c in seeded_batches(model, loader, T, 1, seed):
-            ep = rollout_loss(model, x, y, T, l_0=l_0, noise=noise)
+            ep = rollout_loss(model, x, y, T, l_0=l_0, noise=noise, std=cfg.eval_std)
             centres.append(c.numpy())
             fixations.append(model.fixation_pixels(x, ep.locs).numpy())
             correct.append((ep.log_probas.argmax(1) == y).numpy())
@@ -459,8 +462,8 @@ def plot_search(args):
     """Where the digit was against how the model did: test error and the share of images
     found (a fixation within model.FOUND_RADIUS of the digit) per cell of a grid over the
     digit's centre, with the first fixation marked. Returns [png] and a one-line summary."""
+    from checkpoint import load_model
     from model import FOUND_RADIUS
-    from trainer import load_model
     from utils import model_name
     model, cfg = load_model(args.search)
     if cfg.dataset == "mnist":
@@ -545,22 +548,21 @@ def classify_images(args):
     failures)."""
     from utils import model_name
     if args.inference_dir:
-        from trainer import inference_predictor, run_predictor
-        predictor, described = inference_predictor(args.inference_dir)
+        import export
+        predictor, described = export.predictor(args.inference_dir)
         cfg = argparse.Namespace(**described["config"])
 
         def run(x, l_0):
-            return run_predictor(predictor, x, None if cfg.first_fixation == "learned" else l_0)
+            return export.run(predictor, x, None if cfg.first_fixation == "learned" else l_0)
     else:
         import paddle
-        from trainer import DeterministicEpisode, load_model
+        from checkpoint import load_model
         model, cfg = load_model(args.ckpt)
-        net = DeterministicEpisode(model, cfg.num_glimpses)
 
         def run(x, l_0):
             with paddle.no_grad():
-                out = net(paddle.to_tensor(x),
-                          None if cfg.first_fixation == "learned" else paddle.to_tensor(l_0))
+                out = model.predict(paddle.to_tensor(x),
+                                    None if cfg.first_fixation == "learned" else paddle.to_tensor(l_0))
             return [o.numpy() for o in out]
     g, k, s = int(cfg.patch_size), int(cfg.num_patches), int(cfg.glimpse_scale)
     out_root = args.out or os.path.join("plots", model_name(cfg) + "_images")
@@ -573,8 +575,8 @@ def classify_images(args):
             failures += 1
             continue
         # The first fixation at the image centre (unless the model learned its own).
-        log_probas, locs = run(x, np.zeros((1, 2), np.float32))
-        probs = np.exp(log_probas[0])
+        probs, locs = run(x, np.zeros((1, 2), np.float32))
+        probs = probs[0]
         digit = int(probs.argmax())
         print(f"{path}: {digit} (p={probs[digit]:.3f}; {note})")
         stem = os.path.join(out_root, os.path.splitext(os.path.basename(path))[0])
@@ -587,41 +589,42 @@ def classify_images(args):
 
 
 # ---------------------------------------------------------------------------- learning curves
-def parse_log(log_file):
-    """The per-epoch lines of a training log, the last occurrence of each epoch (a resumed run
-    repeats some), sorted by epoch: dict of arrays epoch, lr, std (NaN in logs written
-    before the std was logged), train_loss, train_acc, val_loss, val_acc, total_min (the
-    run's training time so far, NaN where the line has none)."""
-    if not os.path.isfile(log_file):
-        raise RamError(f"log file {log_file} not found; training writes logs/<model_name>.log")
+def read_metrics(path):
+    """The per-epoch records of a run (<logs_dir>/<name>_metrics.jsonl, one JSON object per
+    epoch; a resumed run repeats some epochs: the last record of each counts), sorted by
+    epoch: a dict of arrays epoch, lr, std, train_loss, train_acc, val_loss, val_acc,
+    total_min (NaN where a record has no value)."""
+    if not os.path.isfile(path):
+        raise RamError(f"metrics file {path} not found; training writes "
+                       "<logs_dir>/<model_name>_metrics.jsonl")
     rows = {}
-    with open(log_file, errors="replace") as f:
-        for line in f:
-            m = EPOCH_LINE.search(line)
-            if m:
-                try:
-                    rows[int(m.group(1))] = [float("nan" if v is None else v)
-                                             for v in m.groups()[1:7] + m.groups()[8:9]]
-                except ValueError:
-                    continue
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                rows[int(record["epoch"])] = record
+            except (ValueError, KeyError, TypeError):
+                raise RamError(f"{path} line {n} is not an epoch record (JSON with an "
+                               "'epoch'); pass a <name>_metrics.jsonl file") from None
     if not rows:
-        raise RamError(f"{log_file} has no epoch lines ('epoch N/M | lr ... | train loss ... "
-                       "| val loss ...'); train for at least one epoch first")
+        raise RamError(f"{path} has no epoch records; train for at least one epoch first")
     epochs = sorted(rows)
-    table = np.array([rows[e] for e in epochs], dtype=np.float64)
-    names = ("lr", "std", "train_loss", "train_acc", "val_loss", "val_acc", "total_min")
     out = {"epoch": np.array(epochs)}
-    out.update({name: table[:, i] for i, name in enumerate(names)})
+    for key in METRICS:
+        out[key] = np.array([float(rows[e].get(key, np.nan)) for e in epochs])
     return out
 
 
-def plot_curves(log_file, out_png):
-    """Three panels (accuracy, loss, learning rate and policy std per epoch) from a training
-    log -> out_png.
+def plot_curves(metrics_file, out_png):
+    """Three panels (accuracy, loss, learning rate and policy std per epoch) from a run's
+    metrics records -> out_png, and a fourth with the share of digits found when the records
+    have it.
 
-    Raises RamError when the log is missing or has no epoch lines. Returns out_png.
+    Raises RamError when the file is missing or has no records. Returns out_png.
     """
-    c = parse_log(log_file)
+    c = read_metrics(metrics_file)
     ep = c["epoch"]
     marker = "o" if len(ep) <= 30 else None
     fig = _figure(12, 3.6)
@@ -651,7 +654,11 @@ def plot_curves(log_file, out_png):
         ax.grid(alpha=0.3)
     ax_acc.legend(fontsize=8, loc="lower right")
     ax_loss.legend(fontsize=8, loc="upper right")
-    name = os.path.splitext(os.path.basename(log_file))[0]
+    if np.isfinite(c["found"]).any():
+        ax_found = ax_acc.twinx()
+        ax_found.plot(ep, c["found"], color="grey", lw=0.8, label="found (validation)")
+        ax_found.set_ylabel("digits found (%)", color="grey")
+    name = os.path.basename(metrics_file).replace("_metrics.jsonl", "")
     fig.suptitle(f"{name}: {len(ep)} epochs", fontsize=11)
     fig.tight_layout()
     _save(fig, out_png)
@@ -665,28 +672,33 @@ def text_table(rows):
                                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
 
 
-def compare_runs(log_files, out_png, every=50, window=5, target_err=1.12):
-    """Validation accuracy and lr per epoch of several training logs in one figure -> out_png,
+def compare_runs(metrics_files, out_png, every=50, window=5, target_err=1.12):
+    """Validation accuracy and lr per epoch of several runs (their metrics records) in one
+    figure -> out_png,
     and a text table: each log's best validation accuracy (epoch); the first epoch whose
     validation error is <= target_err, with the run's logged minutes by then (time to
-    accuracy); and its validation accuracy averaged over the `window` epochs up to every
-    `every`-th epoch (one epoch is too noisy to compare runs by). Labels are the paths as
-    given. Returns (out_png, table)."""
-    runs = [(path, parse_log(path)) for path in log_files]
+    accuracy); its validation accuracy averaged over the `window` epochs up to every
+    `every`-th epoch (one epoch is too noisy to compare runs by); and the share of digits
+    found at its best epoch, where recorded. Labels are the paths as given.
+    Returns (out_png, table)."""
+    runs = [(path, read_metrics(path)) for path in metrics_files]
     last = max(int(c["epoch"][-1]) for _, c in runs)
     marks = list(range(every, last + 1, every))
-    rows = [["log", "best val (epoch)", f"err<={target_err:g}% at"] + [f"@{e}" for e in marks]]
+    rows = [["run", "best val (epoch)", "found", f"err<={target_err:g}% at"]
+            + [f"@{e}" for e in marks]]
     fig = _figure(12, 4.2)
     ax_acc, ax_lr = fig.subplots(1, 2)
     for path, c in runs:
         ep, val = c["epoch"], c["val_acc"]
         best = int(np.nanargmax(val))
-        row = [path, f"{val[best]:.2f} ({ep[best]})", "-"]
+        found = c["found"][best]
+        row = [path, f"{val[best]:.2f} ({ep[best]})", f"{found:.1f}" if np.isfinite(found) else "-",
+               "-"]
         reached = np.flatnonzero(100.0 - val <= target_err + 1e-9)
         if reached.size:
             i = reached[0]
             minutes = c["total_min"][i]
-            row[2] = f"{ep[i]}" + (f" ({minutes:g} min)" if np.isfinite(minutes) else "")
+            row[3] = f"{ep[i]}" + (f" ({minutes:g} min)" if np.isfinite(minutes) else "")
         for e in marks:
             near = (ep > e - window) & (ep <= e)
             row.append(f"{np.nanmean(val[near]):.2f}" if near.any() else "-")
@@ -795,9 +807,9 @@ def build_parser():
                     "and its learning curves. Writes GIF + PNG (and MP4 if ffmpeg is on PATH).",
         epilog="Examples: python plot_glimpses.py --plot_dir plots/ram_6_8x8_1/ --epoch 10 | "
                "python plot_glimpses.py --ckpt ckpt/pretrained/ram_6_8x8_1_model_best.pdparams "
-               "| python plot_glimpses.py --curves logs/pretrained/ram_6_8x8_1.log | "
-               "python plot_glimpses.py --compare logs/pretrained/ram_6_8x8_1.log "
-               "logs/tuning/ram_6_8x8_1_runH.log")
+               "| python plot_glimpses.py --curves logs/pretrained/ram_6_8x8_1_metrics.jsonl | "
+               "python plot_glimpses.py --compare logs/pretrained/ram_6_8x8_1_metrics.jsonl "
+               "logs/tuning/ram_6_8x8_1_runH_metrics.jsonl")
     mode = p.add_argument_group("mode (exactly one)")
     mode.add_argument("--plot_dir", help="dump mode: the folder holding g_<epoch>.p and "
                       "l_<epoch>.p (plots/<model_name>/); the outputs go there too")
@@ -808,9 +820,10 @@ def build_parser():
                            "or --inference_dir; writes each one's glimpse animation and path")
     mode.add_argument("--inference_dir", help="with --image: the model written by main.py "
                       "--export instead of a checkpoint")
-    mode.add_argument("--curves", metavar="LOG", help="learning curves of this training log")
-    mode.add_argument("--compare", metavar="LOG", nargs="+",
-                      help="validation accuracy and lr of these training logs side by side")
+    mode.add_argument("--curves", metavar="METRICS",
+                      help="learning curves of a run's metrics (<logs_dir>/<name>_metrics.jsonl)")
+    mode.add_argument("--compare", metavar="METRICS", nargs="+",
+                      help="validation accuracy and lr of these runs' metrics side by side")
     mode.add_argument("--target_err", type=float, default=1.12,
                       help="compare: the validation error (%%) whose first epoch and time the "
                            "table reports (default: the paper's 1.12%%)")
@@ -842,7 +855,7 @@ def build_parser():
                    help="which of the shown images retina.png details (0-based)")
     p.add_argument("--out", default=None,
                    help="checkpoint mode: output folder (default plots/<model_name>); curves: "
-                        "output PNG (default plots/<log stem>_curves.png); compare: output PNG "
+                        "output PNG (default plots/<name>_curves.png); compare: output PNG "
                         "(default plots/compare.png); results: output PNG (default "
                         "plots/results.png)")
     p.add_argument("--frame_ms", type=int, default=FRAME_MS, help="ms per animation frame")
@@ -872,7 +885,7 @@ def main(argv=None):
     if args.out:
         check_not_pretrained(args.out if args.ckpt else os.path.dirname(args.out) or ".", "--out")
     if args.curves:
-        stem = os.path.splitext(os.path.basename(args.curves))[0]
+        stem = os.path.basename(args.curves).replace("_metrics.jsonl", "")
         written = [plot_curves(args.curves,
                                args.out or os.path.join("plots", stem + "_curves.png"))]
     elif args.compare:
@@ -890,16 +903,21 @@ def main(argv=None):
         print(summary)
     elif args.image:
         written, failures = classify_images(args)
-        for path in written:
-            print(f"[*] wrote {path}")
+        report_written(written)
         return 2 if failures else 0
     elif args.ckpt:
         written = plot_checkpoint(args)
     else:
         written = plot_dump(args)
-    for path in written:
-        print(f"[*] wrote {path}")
+    report_written(written)
     return 0
+
+
+def report_written(paths):
+    """One line per file written, with its size."""
+    for path in paths:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        print(f"[*] wrote {path} ({size / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":

@@ -45,14 +45,6 @@ def one_line_errors(*kinds):
 ARCH_KEYS = ("patch_size", "glimpse_scale", "num_patches", "loc_hidden", "glimpse_hidden",
              "num_glimpses", "hidden_size", "std", "dataset", "canvas", "clutter", "core",
              "first_fixation")
-# Flags that change how training proceeds (not the architecture): a resumed run takes them
-# from the command line, and says where they differ from the checkpoint's.
-TRAIN_KEYS = ("batch_size", "init_lr", "lr_factor", "lr_patience", "train_patience",
-              "weight_decay", "ema_decay", "shift", "reinforce_weight", "reinforce_core",
-              "valid_size", "valid_passes", "random_seed", "M", "clip_grad", "rollouts",
-              "baseline")
-
-
 # The shipped models, their logs and plots: read-only to every run.
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PRETRAINED = tuple(os.path.join(ROOT, d, "pretrained") for d in ("ckpt", "logs", "plots"))
@@ -104,79 +96,6 @@ def available_memory():
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder):
-    """Delete `*.tmp<pid>` files left in folder by processes that no longer run (kill -9
-    during a save); returns their names."""
-    removed = []
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        m = re.search(r"\.tmp(\d+)$", name)
-        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(folder, name))
-                removed.append(name)
-    return removed
-
-
-def atomic_save(obj, path):
-    """paddle.save, through atomic_write."""
-    import paddle
-    atomic_write(path, lambda tmp: paddle.save(obj, tmp))
-
-
-def atomic_write(path, write):
-    """write(temporary path) beside `path`, then rename: never a half-written file. A failure
-    (disk full, read-only) removes the temporary and is one RamError."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise RamError(f"cannot write {path}: {e.strerror or e}; free space or pass another "
-                       "folder (the previous file, if any, is intact)") from None
-    finally:  # interrupted or failed mid-write: leave the old file, and no stray temporary
-        with contextlib.suppress(OSError):
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-
-class RunLock:
-    """An exclusive OS lock (flock) on `<folder>/.ram.lock` holding this process's PID: one
-    training run per checkpoint folder. The kernel drops the lock when the process ends,
-    however it ends, so a file left by kill -9 locks nothing."""
-
-    def __init__(self, folder):
-        import fcntl
-        self.path = os.path.join(folder, ".ram.lock")
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
-            raise RamError(f"another training run (PID {holder}) is writing to {folder}; wait "
-                           "for it to end or pass another --ckpt_dir") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(str(os.getpid()))
-        self.file.flush()
-
-    def release(self):
-        if not self.file.closed:
-            self.file.close()  # closing drops the flock
 
 
 def model_name(config):
@@ -279,14 +198,12 @@ def tune_cpu_env(threads=None):
     return int(os.environ["MKL_NUM_THREADS"])
 
 
-def select_device(device="auto", use_gpu=True):
-    """Set and return Paddle's device: 'gpu' when compiled with CUDA and a GPU is present."""
+def select_device(use_gpu=True):
+    """Set and return Paddle's device: 'gpu' when asked for (--use_gpu), compiled with CUDA
+    and a GPU is present, else 'cpu'."""
     import paddle
     has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if device == "gpu" and not has_gpu:
-        raise RamError("--device gpu was asked for, but this Paddle build has no CUDA or sees no "
-                       "GPU; install paddlepaddle-gpu for your CUDA or use --device cpu")
-    use = "gpu" if (device == "gpu" or (device == "auto" and use_gpu and has_gpu)) else "cpu"
+    use = "gpu" if use_gpu and has_gpu else "cpu"
     paddle.set_device(use)
     return use
 
