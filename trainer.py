@@ -103,9 +103,9 @@ class EpisodeLayer(nn.Layer):
         super().__init__()
         self.model, self.config = model, config
 
-    def forward(self, x, y):
+    def forward(self, x, y, l_0=None, noise=None):
         c = self.config
-        return rollout_loss(self.model, x, y, c.num_glimpses, 1, c.reinforce_weight,
+        return rollout_loss(self.model, x, y, c.num_glimpses, 1, c.reinforce_weight, l_0, noise,
                             rollouts=c.rollouts, baseline="loo" if c.rollouts > 1 else "learned")
 
 
@@ -242,6 +242,14 @@ class Trainer:
             self.last_good = file
         return file
 
+    def _write_params_json(self):
+        """<ckpt_dir>/<name>_params.json: the run's flags, readable without Paddle."""
+        def write(tmp):
+            with open(tmp, "w") as f:
+                json.dump(vars(self.config), f, indent=2, sort_keys=True)
+        checkpoint.atomic_write(os.path.join(self.config.ckpt_dir, self.name + "_params.json"),
+                                write)
+
     def _diverged(self, what, batch=None):
         """Stop training with one line: what diverged, where, and what is left on disk."""
         where = f"epoch {self.epoch + 1}" + (f", batch {batch}" if batch else "")
@@ -301,10 +309,11 @@ class Trainer:
         return acc
 
     # ---------------------------------------------------------------- training
-    def train_step(self, x, y):
+    def train_step(self, x, y, l_0=None, noise=None):
         """One optimisation step on a batch x [B, C, H, W], y [B] (this rank's part of the
-        global batch). Returns its Episode."""
-        ep = self.net(x, y)
+        global batch); l_0 [B, 2] and noise [P + T, B, 2] fix the episode's draws (else
+        drawn). Returns its Episode."""
+        ep = self.net(x, y, l_0, noise)
         self.optimizer.clear_grad(set_to_zero=False)  # free, not zero-fill: backward assigns
         ep.loss.backward()
         self.optimizer.step()
@@ -364,6 +373,7 @@ class Trainer:
                 for name in checkpoint.remove_stale_temporaries(c.ckpt_dir):
                     self.logger.info(f"[*] Removed {os.path.join(c.ckpt_dir, name)}, left by a "
                                      "run that was killed")
+                self._write_params_json()
             train_loader.shard(self.rank, self.world, pad=True)
             valid_loader.shard(self.rank, self.world, pad=False)
             self._loop(train_loader, valid_loader)
@@ -433,10 +443,12 @@ class Trainer:
         with open(os.path.join(c.logs_dir, self.name + "_metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
         if writer:
-            for key, value in record.items():
-                for i, v in enumerate(value if isinstance(value, list) else [value]):
-                    writer.add_scalar(key + (f"_{i + 1}" if isinstance(value, list) else ""), v,
-                                      self.epoch)
+            scalars = {"train/loss": train_loss, "train/acc": train_acc, "val/loss": val.loss,
+                       "val/acc": val.acc, "lr": lr, "search/found": s["found"],
+                       "search/err_found": s["err_found"], "search/err_lost": s["err_lost"]}
+            scalars.update({f"search/dist_{t + 1}": d for t, d in enumerate(s["dist"])})
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, self.epoch)
         if is_best:
             self.save_checkpoint(best=True)
         stop = self.counter > c.train_patience

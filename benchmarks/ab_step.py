@@ -33,16 +33,19 @@ sys.path.insert(0, root)
 from utils import tune_cpu_env
 tune_cpu_env()
 import data_loader
-from config import check_config, get_config
+import config as flags_module
 from trainer import Trainer
 from utils import set_seed
 scratch = sys.argv[4]
-config = get_config(flags + ["--batch_size", str(batch), "--logs_dir", scratch,
-                             "--ckpt_dir", scratch])
-check_config(config)
+config = flags_module.get_config(flags + ["--batch_size", str(batch), "--logs_dir", scratch,
+                                          "--ckpt_dir", scratch])
+if isinstance(config, tuple):  # (config, given): get_config checks the flags itself
+    config = config[0]
+else:                          # versions whose check_config settles the config in place
+    flags_module.check_config(config)
 set_seed(1)
 trainer = Trainer(config)
-train, _ = data_loader.get_train_valid_loader(data_dir, batch, 1, dataset=config.dataset,
+train, _ = data_loader.get_train_valid_loader(data_dir, batch, 1, 0.1, dataset=config.dataset,
                                               canvas=config.canvas, clutter=config.clutter)
 data = [b for b, _ in zip(train, range(20))]
 trainer.model.train()

@@ -41,7 +41,7 @@ def main():
     threads = tune_cpu_env()  # before Paddle loads, exactly as main.py
 
     import data_loader
-    from config import check_config, get_config
+    import config as flags_module
     from trainer import Trainer
     from utils import set_seed
 
@@ -52,15 +52,18 @@ def main():
     for k in args.scales:
         runs = []
         for name, flags in tasks:
-            config = get_config(flags + [
+            config = flags_module.get_config(flags + [
                 "--patch_size", "12", "--glimpse_scale", "2", "--num_patches", str(k),
                 "--batch_size", str(args.batch_size), "--logs_dir", scratch, "--ckpt_dir",
                 scratch, "--plot_dir", scratch])
-            check_config(config)
+            if isinstance(config, tuple):  # (config, given), checked
+                config = config[0]
+            else:                          # older versions settle the config in place
+                flags_module.check_config(config)
             set_seed(1)
             trainer = Trainer(config)
             train, _ = data_loader.get_train_valid_loader(
-                args.data_dir, args.batch_size, 1, dataset=config.dataset,
+                args.data_dir, args.batch_size, 1, 0.1, dataset=config.dataset,
                 canvas=config.canvas, clutter=config.clutter)
             runs.append({"name": name, "k": k, "trainer": trainer, "loader": train,
                          "data": [], "step": []})

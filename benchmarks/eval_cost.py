@@ -8,7 +8,7 @@ per image stays nearly flat from 28x28 MNIST to 100x100 cluttered MNIST. Timed h
   data   building the batches with data_loader.make_loader over real MNIST test images, as the
          test set is built (fixed TEST_SEED): mnist 28x28, translated 60x60, cluttered 100x100
          (8 pieces). The canvases are composed by the loader, so this part grows with H*W.
-  model  trainer.rollout_loss under paddle.no_grad with the model in eval mode, M = 1: exactly
+  model  model.rollout_loss under paddle.no_grad with the model in eval mode, M = 1: exactly
          what Trainer.evaluate runs per batch (6 glimpses, random initial weights: the cost
          does not depend on their values).
   dense  for contrast, one Linear(H*W -> 256) on the flattened image, a layer that touches
@@ -35,8 +35,8 @@ MKL_THREADS = tune_cpu_env()  # before Paddle loads, exactly as main.py
 import paddle  # noqa: E402
 
 import data_loader  # noqa: E402
-from config import check_config, get_config  # noqa: E402
-from trainer import build_model, rollout_loss  # noqa: E402
+from config import get_config  # noqa: E402
+from model import build_model, rollout_loss  # noqa: E402
 from utils import select_device, set_seed  # noqa: E402
 
 GLIMPSES = 6
@@ -50,9 +50,9 @@ ROWS = [(REFERENCE, "mnist", 28), (MULTI, "mnist", 28), (MULTI, "translated", 60
 class Row:
     def __init__(self, glimpse, dataset, canvas, images, labels, batch_size):
         (self.glimpse, flags), self.dataset = glimpse, dataset
-        self.config = get_config(flags + ["--num_glimpses", str(GLIMPSES), "--dataset", dataset,
-                                          "--canvas", str(canvas), "--is_train", "False"])
-        check_config(self.config)                      # settles canvas (28 for mnist), clutter
+        self.config, _ = get_config(flags + ["--num_glimpses", str(GLIMPSES), "--dataset",
+                                             dataset, "--canvas", str(canvas), "--is_train",
+                                             "False"])  # settles canvas (28 for mnist), clutter
         self.canvas, self.clutter = self.config.canvas, self.config.clutter
         self.loader = data_loader.make_loader(images, labels, batch_size, dataset, self.canvas,
                                               self.clutter, fixed_seed=data_loader.TEST_SEED)
@@ -100,7 +100,7 @@ def main():
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
     args = p.parse_args()
 
-    device = select_device("auto")
+    device = select_device()
     set_seed(1)
     images, labels = data_loader.load_mnist(args.data_dir, "test")
     images, labels = images[:args.images], labels[:args.images]

@@ -25,7 +25,8 @@ from utils import tune_cpu_env  # noqa: E402
 tune_cpu_env()  # before Paddle loads, exactly as main.py
 
 import data_loader  # noqa: E402
-from trainer import error_rate, load_model, validation_loader  # noqa: E402
+from checkpoint import load_model  # noqa: E402
+from trainer import error_rate, validation_loader  # noqa: E402
 from utils import one_line_errors  # noqa: E402
 
 
@@ -51,17 +52,16 @@ def main(argv=None):
     print("| checkpoint | std | M=1 | M=10 |\n| --- | --: | --: | --: |")
     for path in files:
         model, config = load_model(path)
-        own = model.locator.std
+        own = config.eval_std
         if args.split == "test":
             loader = data_loader.get_test_loader(args.data_dir, args.batch_size,
                                                  config.dataset, config.canvas, config.clutter)
         else:
             loader = validation_loader(config, args.data_dir, args.batch_size)
         for std in [own] + [s for s in args.stds if s != own]:
-            model.locator.std = std
             cells = []
             for M in (1, 10):
-                errs = [error_rate(model, loader, config.num_glimpses, M, s)
+                errs = [error_rate(model, loader, config.num_glimpses, M, s, std)
                         for s in args.seeds]
                 cells.append(f"{sum(errs) / len(errs):.2f} ({min(errs):.2f}-{max(errs):.2f})")
             own_mark = " (saved)" if std == own else ""

@@ -2,10 +2,10 @@
 
     python benchmarks/inference_speed.py [--ckpt FILE] [--batch_size 512] [--repeats 3]
 
-Exports the checkpoint (default: the shipped 28x28 model) with trainer.export_inference into a
+Exports the checkpoint (default: the shipped 28x28 model) with export.export into a
 scratch folder, then runs the 10,000 test images through both, alternately, `--repeats` times:
 
-  dygraph    trainer.DeterministicEpisode under paddle.no_grad, the episode main.py
+  dygraph    RecurrentAttention.predict under paddle.no_grad, the episode main.py
              --is_train=False runs (here at the policy's mean and the centre as first fixation,
              as the exported model takes it);
   inference  the paddle.inference predictor of the exported model (CPU), fed numpy batches;
@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import data_loader  # noqa: E402
-from trainer import (DeterministicEpisode, export_inference, inference_predictor,  # noqa: E402
-                     load_model, run_predictor)
+import export  # noqa: E402
+from checkpoint import load_model  # noqa: E402
 
 
 def cpu_name():
@@ -66,10 +66,9 @@ def main():
           f"python benchmarks/inference_speed.py --ckpt {os.path.relpath(args.ckpt, ROOT)} "
           f"--batch_size {args.batch_size} --repeats {args.repeats}")
     with tempfile.TemporaryDirectory() as scratch:
-        export_inference(args.ckpt, scratch)
-        predictor, _ = inference_predictor(scratch)
+        export.export(args.ckpt, scratch)
+        predictor, _ = export.predictor(scratch)
         model, cfg = load_model(args.ckpt)
-        net = DeterministicEpisode(model, cfg.num_glimpses)
         loader = data_loader.get_test_loader(args.data_dir, args.batch_size, cfg.dataset,
                                              cfg.canvas, cfg.clutter)
         batches = [(x.numpy(), y.numpy()) for x, y in loader]
@@ -81,14 +80,14 @@ def main():
             with paddle.no_grad():
                 for x, _ in batches:
                     l_0 = None if learned else paddle.zeros([len(x), 2])
-                    preds.append(net(paddle.to_tensor(x), l_0)[0].argmax(1).numpy())
+                    preds.append(model.predict(paddle.to_tensor(x), l_0)[0].argmax(1).numpy())
             return np.concatenate(preds)
 
         def inference():
             preds = []
             for x, _ in batches:
                 l_0 = None if learned else np.zeros((len(x), 2), np.float32)
-                preds.append(run_predictor(predictor, x, l_0)[0].argmax(1))
+                preds.append(export.run(predictor, x, l_0)[0].argmax(1))
             return np.concatenate(preds)
 
         runs = [("dygraph", dygraph), ("inference", inference)]

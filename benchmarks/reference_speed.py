@@ -127,7 +127,7 @@ import data_loader
 from config import get_config
 from trainer import Trainer
 from utils import set_seed
-c = get_config(["--logs_dir", scratch, "--ckpt_dir", scratch, "--plot_dir", scratch])
+c, _ = get_config(["--logs_dir", scratch, "--ckpt_dir", scratch, "--plot_dir", scratch])
 set_seed(c.random_seed)
 trainer = Trainer(c)
 images, labels = data_loader.load_mnist(data_dir, "train")

@@ -25,7 +25,8 @@ from utils import tune_cpu_env  # noqa: E402
 
 tune_cpu_env()  # before Paddle loads, exactly as main.py
 
-from trainer import error_rate, load_model, validation_loader  # noqa: E402
+from checkpoint import load_model  # noqa: E402
+from trainer import error_rate, validation_loader  # noqa: E402
 from utils import RamError, one_line_errors  # noqa: E402
 
 
@@ -78,10 +79,8 @@ def main(argv=None):
         model, config = load_model(path)
         if loader is None:  # the run's own split
             loader = validation_loader(config, args.data_dir, args.batch_size)
-        if args.eval_std is not None:
-            model.locator.std = args.eval_std
-        std = model.locator.std
-        err = sum(error_rate(model, loader, config.num_glimpses, seed=s)  # seeds 1..passes
+        std = config.eval_std if args.eval_std is None else args.eval_std
+        err = sum(error_rate(model, loader, config.num_glimpses, seed=s, std=std)  # seeds 1..
                   for s in range(1, args.passes + 1)) / args.passes
         wall = f"{minutes[epoch]:.1f} min" if epoch in minutes else "?"
         print(f"| {epoch} | {std:g} | {err:.2f} | {wall} |", flush=True)

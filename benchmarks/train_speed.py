@@ -2,17 +2,13 @@
 GEMM floor of this machine for the same shapes.
 
     python benchmarks/train_speed.py [--batch_sizes 128 256] [--windows 7] [--steps 20]
-                                     [--plain] [--parts] [--profile]
+                                     [--parts] [--profile]
 
 For each batch size: warm up, then time `--windows` windows of `--steps` steps on MNIST
-batches and report the median samples/s (`--plain` then times the plain autograd episode as
-well, for the ratio). After each window of the real step, time Paddle's matmul alone on every
-GEMM one training step performs (forward, weight gradient, input gradient): the implied floor
-is FLOPs per sample / matmul rate, and the step's distance from it is the median of the
-windows' ratios, each window beside its own floor. `--static` times the same episode compiled
-by paddle.jit.to_static (after checking that one step gives the eager loss), an experiment,
-not what main.py runs; try it with MKL_NUM_THREADS=1, which leaves the cores to Paddle's
-multi-threaded static-graph interpreter. `--parts` splits the real step's time into the
+batches and report the median samples/s. After each window, time Paddle's matmul alone on
+every GEMM one training step performs (forward, weight gradient, input gradient): the implied
+floor is FLOPs per sample / matmul rate, and the step's distance from it is the median of the
+windows' ratios, each window beside its own floor. `--parts` splits the real step's time into the
 episode's forward pass, its backward pass and the optimiser, each beside its share of the
 floor. `--profile` adds Paddle's operator table for `--steps` steps (forward ops and their
 *GradNode backward), to see where the rest goes. The last line is `samples/s: N` for batch
@@ -37,7 +33,7 @@ import paddle  # noqa: E402
 
 import data_loader  # noqa: E402
 from config import get_config  # noqa: E402
-from trainer import EpisodeLayer, Trainer  # noqa: E402
+from trainer import Trainer  # noqa: E402
 from utils import select_device, set_seed  # noqa: E402
 
 
@@ -129,28 +125,14 @@ def phase_times(trainer, loader, windows, steps):
     return {k: statistics.median(w[k] for w in per_window[1:]) for k in per_window[0]}
 
 
-def throughput(trainer, loader, windows, steps, floor, paths=("real",)):
-    """Median samples/s of each path over `windows` timed windows of `steps` training steps,
-    and the GEMM floor (GemmFloor.time) timed right after each window of the real path.
-
-    Paths: "real" is Trainer.train_step as main.py runs it (the fused episode); "plain" is
-    the same step with the episode under Paddle's autograd (rollout_loss). The real step's
-    windows come first: once the plain episode has run, the fused one runs slower in the same
-    process (the allocator's state, it seems), so alternating windows would understate it.
-    The floor is timed beside each window because this shared machine's speed drifts by tens
-    of percent within minutes: a floor timed once, after all the windows, can come from a
-    faster or slower moment than the step it is compared with.
-    Returns {path: (median rate, [rate per window])} and [(floor seconds per image,
-    phases)] per real window.
-    """
+def throughput(trainer, loader, windows, steps, floor):
+    """Median samples/s of Trainer.train_step (as main.py runs it) over `windows` timed
+    windows of `steps` training steps, and the GEMM floor (GemmFloor.time) timed right after
+    each window: this shared machine's speed drifts by tens of percent within minutes, so a
+    floor timed once can come from a faster or slower moment than the step it is compared
+    with. Returns (median rate, [rate per window], [(floor seconds per image, phases)])."""
     trainer.model.train()
     batches = iter(loader)
-    net = trainer.net if isinstance(trainer.net, EpisodeLayer) else None  # None: --static
-    default = net is not None and net.fused
-
-    def choose(path):
-        if net is not None:
-            net.fused = default and path == "real"
 
     def batch():
         nonlocal batches
@@ -160,36 +142,18 @@ def throughput(trainer, loader, windows, steps, floor, paths=("real",)):
             batches = iter(loader)
             return next(batches)
 
-    rates, floors = {p: [] for p in paths}, []
-    for path in paths:
-        choose(path)
-        for _ in range(steps):  # warm-up
-            trainer.train_step(*batch())
-        for _ in range(windows):
-            data = [batch() for _ in range(steps)]
-            tic = time.perf_counter()
-            for x, y in data:
-                ep = trainer.train_step(x, y)
-            ep.loss.item()  # wait for the device before stopping the clock
-            rates[path].append(sum(x.shape[0] for x, _ in data) / (time.perf_counter() - tic))
-            if path == "real":
-                floors.append(floor.time())
-    choose("real")
-    return {p: (statistics.median(r), r) for p, r in rates.items()}, floors
-
-
-def compile_episode(trainer, loader):
-    """Swap trainer.net for the paddle.jit.to_static version of its plain (autograd) episode,
-    after checking on one batch (fixed l_0 and noise) that it gives the eager loss."""
-    from trainer import Episode
-    trainer.net.fused = False
-    x, y = next(iter(loader))
-    l_0 = paddle.uniform([x.shape[0], 2], min=-1.0, max=1.0)
-    noise = paddle.randn([trainer.config.num_glimpses, x.shape[0], 2])
-    eager = trainer.net(x, y, l_0, noise).loss.item()
-    static = paddle.jit.to_static(trainer.net, full_graph=True)
-    assert static(x, y, l_0, noise)[0].item() == eager, "to_static changed the loss"
-    trainer.net = lambda *args: Episode(*static(*args))
+    for _ in range(steps):  # warm-up
+        trainer.train_step(*batch())
+    rates, floors = [], []
+    for _ in range(windows):
+        data = [batch() for _ in range(steps)]
+        tic = time.perf_counter()
+        for x, y in data:
+            ep = trainer.train_step(x, y)
+        ep.loss.item()  # wait for the device before stopping the clock
+        rates.append(sum(x.shape[0] for x, _ in data) / (time.perf_counter() - tic))
+        floors.append(floor.time())
+    return statistics.median(rates), rates, floors
 
 
 def profile(trainer, loader, steps):
@@ -213,11 +177,6 @@ def main():
     p.add_argument("--windows", type=int, default=7)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))
-    p.add_argument("--plain", action="store_true",
-                   help="also time the plain autograd episode (after the real, fused step) "
-                        "and print the ratio")
-    p.add_argument("--static", action="store_true",
-                   help="time the episode compiled by paddle.jit.to_static instead")
     p.add_argument("--parts", action="store_true",
                    help="also time the real step's forward, backward and optimiser apart, "
                         "each beside its share of the GEMM floor")
@@ -225,25 +184,21 @@ def main():
                    help="also print the per-operator time table of --steps steps")
     args = p.parse_args()
 
-    default = get_config([])
+    default, _ = get_config([])
     sizes = args.batch_sizes or sorted({128, default.batch_size})
-    device = select_device("auto")
-    print(f"device {device}, MKL threads {MKL_THREADS}, {'static' if args.static else 'eager'}, "
+    device = select_device()
+    print(f"device {device}, MKL threads {MKL_THREADS}, "
           f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', '-')}")
     results = {}
     scratch = tempfile.mkdtemp(prefix="ram_bench_")
     for bs in sizes:
-        config = get_config(["--batch_size", str(bs), "--data_dir", args.data_dir,
-                             "--logs_dir", scratch, "--ckpt_dir", scratch])
+        config, _ = get_config(["--batch_size", str(bs), "--data_dir", args.data_dir,
+                                "--logs_dir", scratch, "--ckpt_dir", scratch])
         set_seed(config.random_seed)
         trainer = Trainer(config, device)
         train, _ = data_loader.get_train_valid_loader(config.data_dir, bs, config.random_seed)
-        if args.static:
-            compile_episode(trainer, train)
-        paths = ("real", "plain") if args.plain and not args.static else ("real",)
         floor = GemmFloor(config, bs)
-        timed, floors = throughput(trainer, train, args.windows, args.steps, floor, paths)
-        rate, rates = timed["real"]
+        rate, rates, floors = throughput(trainer, train, args.windows, args.steps, floor)
         if args.profile:
             profile(trainer, train, args.steps)
         floor_s = statistics.median(f for f, _ in floors)
@@ -256,18 +211,13 @@ def main():
               f"{1 / floor_s:,.0f} samples/s (median, timed after each window) | step "
               f"{statistics.median(slower):.2f}x slower than the floor (median of the windows' "
               f"ratios; {slower[0]:.2f}-{slower[-1]:.2f})")
-        if args.parts and not args.static:
+        if args.parts:
             ms = {k: 1e3 * v for k, v in phase_times(trainer, train, args.windows,
                                                       args.steps).items()}
             fl = {k: 1e3 * bs * v for k, v in floor_phases.items()}
             print(f"batch {bs}, ms per step: forward {ms['forward']:.2f} (GEMM floor "
                   f"{fl['forward']:.2f}), backward {ms['backward']:.2f} (GEMM floor "
                   f"{fl['backward']:.2f}), optimiser {ms['optimizer']:.2f} (no GEMMs)")
-        if "plain" in timed:
-            plain, plain_rates = timed["plain"]
-            print(f"batch {bs}, plain autograd episode: {plain:,.0f} samples/s (median; windows "
-                  f"{', '.join(f'{r:,.0f}' for r in plain_rates)}) | the real step is "
-                  f"{rate / plain:.2f}x faster")
     print(f"samples/s: {results.get(128, next(iter(results.values()))):.0f}")
 
 

@@ -83,7 +83,7 @@ def tiny_run(tiny_data, tmp_path_factory):
     """
     work = tmp_path_factory.mktemp("tiny_run")
     args = ["--data_dir", str(tiny_data), "--epochs", "2", "--batch_size", "32",
-            "--save_freq", "1", "--num_glimpses", "2", "--lr_patience", "0",
+            "--save_freq", "1", "--plot_freq", "1", "--num_glimpses", "2", "--lr_patience", "0",
             "--lr_factor", "0.5", "--ckpt_dir", str(work / "ckpt"),
             "--logs_dir", str(work / "logs"), "--plot_dir", str(work / "plots")]
     res = _util.run_main(args, cwd=work, timeout=240)

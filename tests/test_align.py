@@ -172,7 +172,7 @@ def test_without_torch_one_line_and_non_zero(tmp_path):
 
 def test_round_trip_paddle_torch_paddle_is_bit_identical(tmp_path, capsys):
     import paddle
-    from trainer import atomic_save
+    from checkpoint import save as atomic_save
     paddle.seed(5)
     model = align.paddle_model(SMALL)
     src = tmp_path / "src.pdparams"
@@ -299,3 +299,40 @@ def test_reference_round_trip_keeps_its_accuracy(tmp_path, tiny_test_data, capsy
     line = evaluate(back, tiny_test_data, tmp_path)
     correct = int(line.split("Test Acc:")[1].split("/")[0])
     assert correct >= 0.95 * N_TEST_IMAGES, line  # the reference scores ~99% on MNIST
+
+
+SHIPPED = sorted((ROOT / "ckpt" / "pretrained").glob("*_model_best.pdparams"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ckpt", SHIPPED, ids=[p.name.split("_model")[0] for p in SHIPPED])
+def test_every_shipped_model_converts_both_ways_and_checks(ckpt, tmp_path):
+    """RNN and LSTM cores, random and learned first fixations: --to_torch --check, then back
+    with --check, gives the same weights; an LSTM core is a torch.nn.LSTMCell's state."""
+    pth, back = tmp_path / "m.pth.tar", tmp_path / "back.pdparams"
+    assert_check_passed(run(ALIGN, "--to_torch", "--paddle_ckpt", ckpt, "--out", pth,
+                            "--check", "--batch_size", 3, cwd=tmp_path))
+    state = torch.load(str(pth), map_location="cpu", weights_only=True)
+    if state["config"]["core"] == "lstm":
+        cell = torch.nn.LSTMCell(256, 256)
+        cell.load_state_dict({k.split(".")[-1]: v for k, v in state["model_state"].items()
+                              if k.startswith("rnn.lstm.")})
+    assert_check_passed(run(ALIGN, "--torch_ckpt", pth, "--out", back, "--check",
+                            "--batch_size", 3, cwd=tmp_path))
+    import paddle
+    original, final = paddle.load(str(ckpt))["model_state"], paddle.load(str(back))["model_state"]
+    assert set(original) == set(final)
+    for k in original:
+        assert np.array_equal(np.asarray(original[k]), np.asarray(final[k])), k
+
+
+def test_an_unknown_core_is_one_error_line(tmp_path):
+    import paddle
+    paddle.seed(0)
+    src = tmp_path / "gru.pdparams"
+    paddle.save({"epoch": 1, "model_state": align.paddle_model(SMALL).state_dict(),
+                 "config": dict(SMALL, core="gru")}, str(src))
+    res = run(ALIGN, "--to_torch", "--paddle_ckpt", src, "--out", tmp_path / "x.pth", cwd=tmp_path)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and "gru" in lines[0]

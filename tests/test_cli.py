@@ -11,12 +11,12 @@ import paddle
 import pytest
 
 from _util import MAIN, acc_lines, cli_env, epoch_lines, log_line, run_main
-from config import EVAL_STD, get_config
-from trainer import load_model
-from utils import ARCH_KEYS, TRAIN_KEYS
+from checkpoint import load_model
+from config import EVAL_STD, MODE_KEYS, SPLIT_KEYS, get_config
+from utils import ARCH_KEYS
 
 NAME = "ram_2_8x8_1"
-INIT_LR = get_config([]).init_lr  # the runs here use the default learning rate
+INIT_LR = get_config([])[0].init_lr  # the runs here use the default learning rate
 BATCHES_PER_EPOCH = 17            # ceil(540 / 32)
 BETA1 = 0.9                       # Adam's default
 
@@ -86,21 +86,20 @@ def test_checkpoint_contents(tiny_run):
 
 
 # ------------------------------------------------------------------ resume
-def test_train_keys_are_flags():
-    """The keys a resumed run compares with its checkpoint are real flags (no typo hides one)."""
-    config = vars(get_config([]))
-    assert all(k in config for k in TRAIN_KEYS + ARCH_KEYS)
+def test_the_keys_a_run_is_resumed_by_are_flags():
+    """The keys resuming and testing read from a checkpoint's config are real flags (no typo
+    hides one); clutter is settled from the canvas."""
+    config = vars(get_config([])[0])
+    assert all(k in config for k in MODE_KEYS + SPLIT_KEYS + ARCH_KEYS)
 
 
 def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_path):
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
-                              "--last_epoch", "1", "--epochs", "3"), cwd=tmp_path)
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--ckpt",
+                              ckpt_copy / f"{NAME}_ckpt1.pdparams", "--epochs", "3"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     log = log_of(tmp_path / "logs")
     assert "epochs 2..3" in log
-    # tiny_run trained with --lr_patience 0; this run does not pass it: the log says so.
-    patience = get_config([]).lr_patience
-    assert f"other training flags than the checkpoint's: lr_patience {patience} (checkpoint: 0)" in log
+    assert "[*] Resuming with --epochs 3 (the run had 2)" in log
     assert [(e, n) for e, n, _ in epoch_lines(log)] == [(2, 3), (3, 3)], log
     s1 = load(tiny_run.ckpt_dir / f"{NAME}_ckpt1.pdparams")
     s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
@@ -117,8 +116,8 @@ def test_resume_uses_the_scheduler_state_of_the_checkpoint(tiny_run, tiny_data, 
     """The first run used --lr_patience 0 --lr_factor 0.5: ckpt2 carries its own last_lr."""
     last_lr = float(load(ckpt_copy / f"{NAME}_ckpt2.pdparams")["optim_state"]["LR_Scheduler"]
                     ["last_lr"])
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
-                              "--epochs", "3"), cwd=tmp_path)      # latest: ckpt2
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "3"),
+                   cwd=tmp_path)      # the latest: ckpt2
     assert res.returncode == 0, res.stdout + res.stderr
     epochs = epoch_lines(log_of(tmp_path / "logs"))
     assert [e for e, _, _ in epochs] == [3]
@@ -138,9 +137,8 @@ def forge_checkpoint(path, last_lr=1.25e-4, counter=3, best_valid_acc=100.0):
 def test_resume_restores_lr_counter_and_best_accuracy(tiny_data, ckpt_copy, tmp_path):
     forge_checkpoint(ckpt_copy / f"{NAME}_ckpt2.pdparams")
     best_before = (ckpt_copy / f"{NAME}_model_best.pdparams").read_bytes()
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
-                              "--last_epoch", "2", "--epochs", "6", "--train_patience", "3"),
-                   cwd=tmp_path)
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "6",
+                              "--train_patience", "3"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     log = log_of(tmp_path / "logs")
     epochs = epoch_lines(log)
@@ -148,37 +146,43 @@ def test_resume_restores_lr_counter_and_best_accuracy(tiny_data, ckpt_copy, tmp_
     assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(1.25e-4)
     assert "lr 1.250e-04" in log
     # counter 3 -> 4 > train_patience 3: early stop after one epoch, no new best (100%)
-    assert "[!] No improvement in a while, stopping training." in log
+    assert "[!] No better validation accuracy for 4 epochs (--train_patience 3)" in log
     s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
     assert s3["counter"] == 4 and s3["best_valid_acc"] == 100.0 and s3["epoch"] == 3
     assert (ckpt_copy / f"{NAME}_model_best.pdparams").read_bytes() == best_before
-
-
-def test_resume_lr_false_restarts_at_init_lr(tiny_data, ckpt_copy, tmp_path):
-    forge_checkpoint(ckpt_copy / f"{NAME}_ckpt2.pdparams")
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
-                              "--last_epoch", "2", "--epochs", "3", "--resume_lr", "False"),
+    # Resumed again, the run says it has finished, and how to go on.
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "6"),
                    cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "stopped early at epoch 3" in res.stderr and "--train_patience" in res.stderr
+    assert "epoch 4/" not in log_of(tmp_path / "logs")
+
+
+def test_init_lr_given_on_resume_restarts_the_schedule(tiny_data, ckpt_copy, tmp_path):
+    forge_checkpoint(ckpt_copy / f"{NAME}_ckpt2.pdparams")
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "3",
+                              "--init_lr", "3e-4"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    epochs = epoch_lines(log_of(tmp_path / "logs"))
-    assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(INIT_LR)
+    log = log_of(tmp_path / "logs")
+    epochs = epoch_lines(log)
+    assert [e for e, _, _ in epochs] == [3] and epochs[0][2] == pytest.approx(3e-4)
+    assert f"--init_lr 0.0003 (the run had {INIT_LR:g})" in log
 
 
 def test_eval_std_is_saved_and_kept_apart_from_the_training_std(tiny_data, ckpt_copy, tmp_path):
     """Training explores at --std; a checkpoint records the eval std that testing with M = 1
     samples at, and M > 1 samples at the policy's own std."""
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--best", "False",
-                              "--last_epoch", "2", "--epochs", "3", "--lr_patience", "5"),
-                   cwd=tmp_path)
+    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "3",
+                              "--lr_patience", "5"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     log = log_of(tmp_path / "logs")
-    assert "lr_patience 5 (checkpoint: 0)" in log  # flags that differ are named
+    assert "--lr_patience 5 (the run had 0)" in log  # flags that differ are named
     s3_path = ckpt_copy / f"{NAME}_ckpt3.pdparams"
     s3 = load(s3_path)
     assert s3["std"] == 0.1 and s3["config"]["std"] == 0.1
     assert s3["eval_std"] == EVAL_STD and s3["config"]["eval_std"] == EVAL_STD
     # Every loader of a checkpoint (test mode, plot_glimpses, benchmarks) samples with it.
-    assert load_model(str(s3_path))[0].locator.std == EVAL_STD
+    assert load_model(str(s3_path))[1].eval_std == EVAL_STD
     res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s3_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"(M=1, std {EVAL_STD:g})" in res.stdout
@@ -190,7 +194,7 @@ def test_eval_std_is_saved_and_kept_apart_from_the_training_std(tiny_data, ckpt_
     del s3["eval_std"]
     s3["std"] = 0.025
     paddle.save(s3, str(s3_path))
-    assert load_model(str(s3_path))[0].locator.std == 0.025
+    assert load_model(str(s3_path))[1].eval_std == 0.025
     res = run_test_mode(tiny_data, tmp_path / "test", "--ckpt", s3_path)
     assert "(M=1, std 0.025)" in res.stdout
 
@@ -223,7 +227,7 @@ def test_ckpt_flag_adopts_the_stored_architecture(tiny_run, tiny_data, tmp_path)
     assert adopted.returncode == 0, adopted.stdout + adopted.stderr   # flags say 6 glimpses, 64
     assert (tmp_path / "a" / "logs" / f"{NAME}_test.log").is_file()   # named after the checkpoint
     explicit = run_test_mode(tiny_data, tmp_path / "b", "--ckpt_dir", tiny_run.ckpt_dir,
-                             "--num_glimpses", "2", "--best", "False", "--last_epoch", "2")
+                             "--num_glimpses", "2", "--best", "False")
     assert explicit.returncode == 0, explicit.stdout + explicit.stderr
     a, b = acc_lines(adopted.stdout), acc_lines(explicit.stdout)
     assert len(a) == 1 and a == b and a[0][1] == 300
@@ -264,7 +268,7 @@ def test_interrupt_leaves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
                 proc.kill()
                 proc.wait()
     stdout, stderr = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
-    assert rc == 0, stdout[-2000:] + stderr[-3000:]
+    assert rc == 128 + sig, stdout[-2000:] + stderr[-3000:]  # 130 for Ctrl-C, 143 for SIGTERM
     assert "Traceback" not in stderr
     log = log_file.read_text()
     assert "[!] Interrupted" in log and "[!] Interrupted" in stdout
@@ -272,16 +276,23 @@ def test_interrupt_leaves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
     n = done[-1]
     assert done == list(range(1, n + 1)) and n < 200
     interrupted = ckpt_dir / f"{NAME}_interrupted.pdparams"
-    assert f"--resume=True --ckpt {interrupted}" in log
-    assert load(interrupted)["epoch"] == n
+    printed = re.search(r"resume with: (python main\.py .*)$", log, re.M).group(1)
+    assert printed == f"python main.py --resume=True --ckpt {interrupted}"
+    state = load(interrupted)
+    assert state["epoch"] == n and state["config"]["epochs"] == 200
     assert not list(ckpt_dir.glob(f"{NAME}_ckpt*.pdparams"))  # no clean file was overwritten
 
-    res = run_main(train_args(tiny_data, ckpt_dir, tmp_path, "--resume=True", "--ckpt",
-                              interrupted, "--epochs", n + 1), cwd=tmp_path)
+    # The printed line, run from another folder, continues the run in its own folders with
+    # its own data; a flag given beside it (a shorter run here) is named.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = run_main([*printed.split()[2:], "--epochs", n + 1], cwd=elsewhere)
     assert res.returncode == 0, res.stdout + res.stderr
-    resumed = epoch_lines(log_file.read_text())
-    assert resumed[-1][:2] == (n + 1, n + 1) and f"epochs {n + 1}..{n + 1}" in log_file.read_text()
+    log = log_file.read_text()
+    assert f"[*] Resuming with --epochs {n + 1} (the run had 200)" in log
+    assert epoch_lines(log)[-1][:2] == (n + 1, n + 1) and f"epochs {n + 1}..{n + 1}" in log
     assert load(ckpt_dir / f"{NAME}_ckpt{n + 1}.pdparams")["epoch"] == n + 1
+    assert not list(elsewhere.iterdir())
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
@@ -292,7 +303,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
         res = run_main(train_args(tiny_data, d / "ckpt", d, "--epochs", epochs, *common), cwd=tmp_path)
         assert res.returncode == 0, res.stdout + res.stderr
     res = run_main(train_args(tiny_data, split / "ckpt", split, "--epochs", 2, "--resume=True",
-                              "--best", "False", *common), cwd=tmp_path)
+                              *common), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     a = load(straight / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
     b = load(split / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
@@ -300,49 +311,47 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
     line, again = (log_line(log_of(d / "logs"), "epoch 2/2") for d in (straight, split))
     assert line.split("|")[:4] == again.split("|")[:4]  # lr, train and val metrics
-    assert "other training flags" not in (split / "logs" / f"{NAME}.log").read_text()
+    assert "[*] Resuming with --epochs 2 (the run had 1)" in (split / "logs" / f"{NAME}.log").read_text()
 
 
 # ------------------------------------------------------------------ evaluation draws
 def test_evaluation_draws_belong_to_the_images(tiny_data, tmp_path):
-    """evaluate(seed=s): pass p draws from s + p, keyed on each image, so passes=3 is the sum
-    of the single passes on s, s + 1, s + 2 (which differ); the same counts at any batch size
-    (the two-process case: tests/test_distributed.py); and none of it from the training
-    run's generator."""
+    """evaluate(seed=s) draws keyed on each image: the same counts at any batch size (the
+    two-process case: tests/test_distributed.py), different draws for another seed, and none
+    of it from the training run's generator."""
     from data_loader import get_test_loader
     from trainer import Trainer
     from utils import set_seed
-    config = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path)])
+    config, _ = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path)])
     trainer = Trainer(config, "cpu")
     loader = get_test_loader(str(tiny_data), 64)
     set_seed(5)
-    loss3, acc3, correct3, _ = trainer.evaluate(loader, passes=3, seed=11)
+    first = trainer.evaluate(loader, seed=11)
     after = paddle.randn([4]).numpy()
     set_seed(5)
     np.testing.assert_array_equal(after, paddle.randn([4]).numpy())  # training stream intact
-    singles = [trainer.evaluate(loader, seed=s) for s in (11, 12, 13)]
-    losses = [float(s[0]) for s in singles]
-    assert len(set(losses)) == 3, losses
-    assert correct3 == sum(s[2] for s in singles)
-    assert acc3 == pytest.approx(100.0 * correct3 / (3 * loader.num_samples))
-    assert float(loss3) == pytest.approx(sum(losses) / 3, rel=1e-6)
+    losses = {float(trainer.evaluate(loader, std=0.1, seed=s).loss) for s in (11, 12, 13)}
+    assert len(losses) == 3, losses
     for batch_size in (7, 300):
         other = get_test_loader(str(tiny_data), batch_size)
         for M in (1, 3):
             a, b = trainer.evaluate(loader, M, seed=11), trainer.evaluate(other, M, seed=11)
-            assert a[2] == b[2] and float(a[0]) == pytest.approx(float(b[0]), rel=1e-5), (M, a, b)
+            assert a.correct == b.correct and a.loss == pytest.approx(b.loss, rel=1e-5), (M, a, b)
+    assert first.correct == trainer.evaluate(loader, seed=11).correct
 
 
-def test_training_validates_with_valid_passes(tiny_data, tmp_path):
-    """The logged validation accuracy is a mean over --valid_passes passes of the 60 images:
-    with 7 passes a multiple of 100 / 420, and (for this seed) not one of 100 / 60."""
-    res = run_main(train_args(tiny_data, tmp_path / "ckpt", tmp_path, "--epochs", "2",
-                              "--valid_passes", "7", "--plot_freq", "0"), cwd=tmp_path)
+def test_keep_ckpts_keeps_the_latest_epoch_checkpoints(tiny_data, tmp_path):
+    res = run_main(train_args(tiny_data, tmp_path / "ckpt", tmp_path, "--epochs", "4",
+                              "--keep_ckpts", "2", "--plot_freq", "0"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    accs = [float(a) for a in re.findall(r"val loss [0-9.]+ acc ([0-9.]+)",
-                                          log_of(tmp_path / "logs"))]
-    assert len(accs) == 2
-    assert all(abs(a * 4.2 - round(a * 4.2)) < 0.022 for a in accs), accs  # log: 2 decimals
-    assert not all(abs(a * 0.6 - round(a * 0.6)) < 0.004 for a in accs), accs
+    kept = sorted(p.name for p in (tmp_path / "ckpt").glob("*.pdparams"))
+    assert kept == [f"{NAME}_ckpt3.pdparams", f"{NAME}_ckpt4.pdparams",
+                    f"{NAME}_model_best.pdparams"]
 
 
+def test_resume_by_folder_finds_the_run_without_its_flags(tiny_run, tiny_data, ckpt_copy, tmp_path):
+    """--resume=True --ckpt_dir DIR alone: the folder's one model, with its architecture."""
+    res = run_main(["--resume=True", "--ckpt_dir", ckpt_copy, "--epochs", "3", "--data_dir",
+                    tiny_data, "--logs_dir", tmp_path / "logs"], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "epochs 3..3" in log_of(tmp_path / "logs")       # ram_2_8x8_1, 2 glimpses

@@ -8,7 +8,7 @@ import pytest
 import data_loader
 from _util import idx_bytes, write_idx
 from data_loader import (TensorLoader, get_test_loader, get_train_valid_loader,
-                         load_mnist, normalize, pixels, read_idx, shift_images,
+                         load_mnist, normalize, pixels, read_idx,
                          split_indices)
 from utils import RamError
 
@@ -100,8 +100,6 @@ def test_split_indices_sizes_and_disjoint():
     np.testing.assert_array_equal(valid, valid2)
     _, valid3 = split_indices(600, 0.1, seed=2)
     assert set(valid.tolist()) != set(valid3.tolist())
-    train4, valid4 = split_indices(600, 0.1, seed=1, shuffle=False)
-    assert valid4.tolist() == list(range(60)) and train4[0] == 60
     assert len(split_indices(601, 0.1, 1)[1]) == 60            # floor(60.1)
 
 
@@ -164,67 +162,6 @@ def test_no_shuffle_keeps_order():
     assert order_of(make_loader(3, shuffle=False), 5) == list(range(100))
 
 
-# ------------------------------------------------------------------ --shift augmentation
-BLANK = 0.0
-
-
-def test_shift_images_moves_pixels_and_fills_the_blank():
-    x = np.arange(2 * 1 * 4 * 5, dtype=np.float32).reshape(2, 1, 4, 5)
-    shifts = np.array([[1, -2], [0, 0]], dtype=np.int64)   # image 0: down 1, left 2
-    out = shift_images(paddle.to_tensor(x), paddle.to_tensor(shifts)).numpy()
-    expected = np.full((4, 5), BLANK, dtype=np.float32)
-    expected[1:, :3] = x[0, 0, :3, 2:]
-    np.testing.assert_array_equal(out[0, 0], expected)
-    np.testing.assert_array_equal(out[1], x[1])            # no shift: untouched
-
-
-def test_shift_images_equals_a_per_image_loop():
-    rng = np.random.RandomState(0)
-    x = rng.randn(7, 2, 6, 6).astype(np.float32)
-    shifts = rng.randint(-3, 4, size=(7, 2)).astype(np.int64)
-    out = shift_images(paddle.to_tensor(x), paddle.to_tensor(shifts)).numpy()
-    for b, (dr, dc) in enumerate(shifts):
-        expected = np.full((2, 6, 6), BLANK, dtype=np.float32)
-        for r in range(6):
-            for c in range(6):
-                if 0 <= r - dr < 6 and 0 <= c - dc < 6:
-                    expected[:, r, c] = x[b, :, r - dr, c - dc]
-        np.testing.assert_array_equal(out[b], expected, err_msg=str(b))
-
-
-def shifted_batches(loader, epoch):
-    loader.set_epoch(epoch)
-    return [x.numpy() for x, _ in loader]
-
-
-def test_shift_is_drawn_per_epoch_from_the_seed_and_stays_in_range(tiny_data):
-    images, labels = load_mnist(str(tiny_data), "train")
-    plain = TensorLoader(images[:64], labels[:64], 32, seed=3)
-    a = TensorLoader(images[:64], labels[:64], 32, seed=3, shift=2)
-    b = TensorLoader(images[:64], labels[:64], 32, seed=3, shift=2)
-    e0 = shifted_batches(a, 0)
-    for got, want in zip(shifted_batches(b, 0), e0):       # a function of (seed, epoch)
-        np.testing.assert_array_equal(got, want)
-    assert not all(np.array_equal(p, q) for p, q in zip(shifted_batches(a, 1), e0))
-    # Every image is its unshifted self moved by some (dr, dc) in [-2, 2]^2.
-    for got, ref in zip(e0, shifted_batches(plain, 0)):
-        for g_img, r_img in zip(got, ref):
-            fits = [np.array_equal(g_img, shift_images(
-                paddle.to_tensor(r_img[None]), paddle.to_tensor([[dr, dc]])).numpy()[0])
-                for dr in range(-2, 3) for dc in range(-2, 3)]
-            assert any(fits)
-    moved = sum(not np.array_equal(g, r) for g, r in zip(e0[0], shifted_batches(plain, 0)[0]))
-    assert moved > 16                                      # most of 32 images moved
-
-
-def test_shift_leaves_validation_untouched(tiny_data):
-    _, valid = get_train_valid_loader(str(tiny_data), 32, random_seed=1, shift=2)
-    _, plain = get_train_valid_loader(str(tiny_data), 32, random_seed=1)
-    for (x, _), (p, _) in zip(valid, plain):
-        np.testing.assert_array_equal(x.numpy(), p.numpy())
-
-
-# ------------------------------------------------------------------ pixels
 def test_pixels_are_intensities_and_normalize_is_the_reference_input():
     images = np.array([[[0, 255], [51, 128]]], dtype=np.uint8)
     out = pixels(images)

@@ -82,7 +82,7 @@ def run_steps(out_dir):
     from trainer import Trainer
     from utils import set_seed
 
-    config = get_config([str(a) for a in (
+    config, _ = get_config([str(a) for a in (
         "--num_glimpses", T, "--batch_size", B, "--logs_dir", out_dir / "logs",
         "--ckpt_dir", out_dir / "ckpt", "--plot_dir", out_dir / "plots")])
     paddle.set_device("cpu")
@@ -212,7 +212,7 @@ def beta1_pow(state):
 
 def test_two_process_run_checkpoints_once_resumes_in_one_process_and_tests(tiny_data, tmp_path):
     """Train 1 epoch on 2 ranks, resume for epoch 2 in one process, test on 2 ranks."""
-    from trainer import build_model
+    from model import build_model
     rc, out, log_dir = launch(MAIN, train_args(tiny_data, tmp_path, "--epochs", "1"), tmp_path)
     assert rc == 0, out[-3000:] + worker_log(log_dir, 1)[-3000:]
     ckpt = tmp_path / "ckpt"
@@ -235,8 +235,8 @@ def test_two_process_run_checkpoints_once_resumes_in_one_process_and_tests(tiny_
     # accumulator starts at beta1 and is multiplied by it once per step).
     assert beta1_pow(state) == pytest.approx(BETA1 ** (1 + STEPS_PER_EPOCH), rel=1e-4)
 
-    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--best", "False",
-                              "--epochs", "2"), cwd=tmp_path)
+    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--epochs", "2"),
+                   cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     log = (tmp_path / "logs" / f"{NAME}.log").read_text()
     assert "epochs 2..2" in log

@@ -10,16 +10,16 @@ import pytest
 
 import data_loader
 from _util import cli_env, run_main
-from config import EVAL_STD, check_config, get_config
-from trainer import Trainer, rollout_loss, seeded_batches
+from config import EVAL_STD, get_config
+from model import rollout_loss
+from trainer import Trainer, seeded_batches
 from utils import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def trainer_and_loader(tmp_path, *flags):
-    config = get_config(["--num_glimpses", "2", "--logs_dir", str(tmp_path / "logs"), *flags])
-    check_config(config)
+    config, _ = get_config(["--num_glimpses", "2", "--logs_dir", str(tmp_path / "logs"), *flags])
     set_seed(0)
     trainer = Trainer(config)
     rng = np.random.default_rng(0)
@@ -29,15 +29,15 @@ def trainer_and_loader(tmp_path, *flags):
 
 
 def loss_at(model, loader, std, seed, M=1):
-    """Mean loss of one pass with the policy std set by hand: what evaluate() must match."""
-    model.locator.std = std
+    """Mean loss of one pass at policy std `std`: what evaluate() must match."""
     with paddle.no_grad():
-        total = sum(float(rollout_loss(model, x, y, 2, M, l_0=l_0, noise=noise).loss) * x.shape[0]
+        total = sum(float(rollout_loss(model, x, y, 2, M, l_0=l_0, noise=noise, std=std).loss)
+                    * x.shape[0]
                     for x, y, l_0, noise, _ in seeded_batches(model, loader, 2, M, seed))
     return total / loader.num_samples
 
 
-def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path):
+def test_evaluate_samples_at_the_eval_std_and_training_keeps_its_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
     loss, *_ = trainer.evaluate(loader, seed=7)
     assert trainer.model.locator.std == 0.1  # training goes on with --std's exploration
@@ -45,44 +45,36 @@ def test_evaluate_samples_at_the_eval_std_and_restores_the_training_std(tmp_path
     assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
 
 
-def train_one_epoch_spying(tmp_path, monkeypatch, *flags):
-    """One epoch of train() with 2 validation passes over 3 batches; returns the trainer and
-    (model.training, policy std) at every call of Trainer._episode (training itself runs the
-    fused episode, so only validation calls it)."""
-    trainer, loader = trainer_and_loader(tmp_path, *flags, "--epochs", "1", "--valid_passes",
-                                         "2", "--ckpt_dir", str(tmp_path), "--plot_freq", "0",
+def test_validation_during_training_samples_at_the_training_std(tmp_path, monkeypatch):
+    """--eval_std is for testing: the validation of train() samples at --std, in eval mode."""
+    import trainer as trainer_module
+    trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03", "--epochs", "1",
+                                         "--ckpt_dir", str(tmp_path), "--plot_freq", "0",
                                          "--plot_dir", str(tmp_path / "plots"))
     seen = []
-    episode = trainer._episode
+    episode = trainer_module.rollout_loss
 
-    def spy(x, y, M=1, l_0=None, noise=None):
-        seen.append((trainer.model.training, trainer.model.locator.std))
-        return episode(x, y, M, l_0, noise)
+    def spy(model, *args, std=None, **kwargs):
+        seen.append((model.training, std))
+        return episode(model, *args, std=std, **kwargs)
 
-    monkeypatch.setattr(trainer, "_episode", spy)
+    monkeypatch.setattr(trainer_module, "rollout_loss", spy)
     trainer.train(loader, loader)
-    return trainer, seen
-
-
-def test_validation_during_training_samples_at_the_training_std(tmp_path, monkeypatch):
-    """--eval_std is for testing: the validation passes of train() sample at --std."""
-    trainer, seen = train_one_epoch_spying(tmp_path, monkeypatch, "--eval_std", "0.03")
-    assert seen == [(False, 0.1)] * 2 * 3
-    assert trainer.policy_std(1) == 0.03
+    assert (True, None) in seen                        # training: the training std
+    assert [s for s in seen if not s[0]] == [(False, 0.1)] * 3   # validation, 3 batches
 
 
 def test_m_samples_average_over_the_policy_at_its_training_std(tmp_path):
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03")
     loss, *_ = trainer.evaluate(loader, M=3, seed=7)
-    assert trainer.model.locator.std == 0.1
     assert loss == pytest.approx(loss_at(trainer.model, loader, 0.1, 7, M=3), rel=1e-6)
 
 
 def test_a_fresh_run_tests_at_the_default_eval_std(tmp_path):
-    trainer, _ = trainer_and_loader(tmp_path)
-    assert trainer.eval_std == EVAL_STD == trainer.config.eval_std
-    assert trainer.policy_std(1) == EVAL_STD and trainer.policy_std(10) == 0.1
-    assert trainer.model.locator.std == 0.1
+    trainer, loader = trainer_and_loader(tmp_path)
+    assert trainer.config.eval_std == EVAL_STD
+    loss, *_ = trainer.evaluate(loader, seed=7)
+    assert loss == pytest.approx(loss_at(trainer.model, loader, EVAL_STD, 7), rel=1e-6)
 
 
 @pytest.mark.parametrize("flag,value,bound", [("--eval_std", "-0.1", ">= 0")])
@@ -110,7 +102,8 @@ def test_validation_loader_uses_the_split_the_checkpoint_stores(tiny_run, tiny_d
     """A run trained with --random_seed 3 --valid_size 0.2 is scored on its own held-out
     images, not on those of config.py's defaults."""
     from data_loader import load_mnist, split_indices
-    from trainer import load_model, validation_loader
+    from checkpoint import load_model
+    from trainer import validation_loader
     state = paddle.load(str(tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"))
     state["config"].update(random_seed=3, valid_size=0.2)
     path = str(tmp_path / "seed3.pdparams")

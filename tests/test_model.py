@@ -1,4 +1,4 @@
-"""RecurrentAttention and trainer.rollout_loss: numerics, injectable randomness, gradient routing."""
+"""RecurrentAttention and model.rollout_loss: numerics, injectable randomness, gradient routing."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 
 from _util import np_params, np_rollout
 from model import RecurrentAttention
-from trainer import rollout_loss
+from model import rollout_loss
 
 G, K, S, STD = 4, 2, 2, 0.1
 B, T, CLASSES, H, W = 6, 3, 10, 14, 14

@@ -1,5 +1,6 @@
 """plot_glimpses.py: exact retina boxes, animation/PNG outputs of both modes, learning curves,
 and one-line errors. Runs from any working directory and needs no real training or data."""
+import json
 import os
 import pickle
 import subprocess
@@ -189,20 +190,14 @@ def test_missing_dump_fails_in_one_line(tmp_path):
 
 # ---------------------------------------------------------------------------- checkpoint mode
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """A tiny MNIST test split (20 images) and an untrained checkpoint with 3 glimpses."""
+def tiny_ckpt(mnist_dir, tmp_path_factory):
+    """The first 20 MNIST test images and an untrained checkpoint with 3 glimpses."""
     import paddle
     import data_loader
     from model import RecurrentAttention
     tmp = tmp_path_factory.mktemp("tiny")
-    real = ROOT / "data" / "MNIST"
-    try:
-        images = data_loader.read_idx(str(real / "t10k-images-idx3-ubyte.gz"))[:20]
-        labels = data_loader.read_idx(str(real / "t10k-labels-idx1-ubyte.gz"))[:20]
-    except Exception:
-        rng = np.random.RandomState(0)
-        images = rng.randint(0, 256, size=(20, 28, 28)).astype(np.uint8)
-        labels = rng.randint(0, 10, size=20).astype(np.uint8)
+    images = data_loader.read_idx(str(mnist_dir / "t10k-images-idx3-ubyte.gz"))[:20]
+    labels = data_loader.read_idx(str(mnist_dir / "t10k-labels-idx1-ubyte.gz"))[:20]
     data = tmp / "data"
     data.mkdir()
     write_idx(data / "t10k-images-idx3-ubyte.gz", images)
@@ -235,15 +230,15 @@ def test_ckpt_mode_writes_gif_png_and_retina(tiny_ckpt):
 def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
     """The locations drawn are the model's own rollout, and its patches are the Retina's."""
     import data_loader
-    from trainer import load_model
+    from checkpoint import load_model
     model, cfg = load_model(str(tiny_ckpt["ckpt"]))
     assert {k: getattr(cfg, k) for k in ARCH} == ARCH
     images, _ = data_loader.load_mnist(str(tiny_ckpt["data"]), "test")
     x = data_loader.pixels(images[:4])
     seen = data_loader.normalize(images[:4])         # what the retina sees of x
-    locs, pred, patches = pg.run_model(model, x, 3, seed=3)
+    locs, pred, patches = pg.run_model(model, x, 3, seed=3, std=cfg.eval_std)
     assert locs.shape == (3, 4, 2) and pred.shape == (4,) and patches.shape == (3, 4, 3, 4, 4)
-    again = pg.run_model(model, x, 3, seed=3)
+    again = pg.run_model(model, x, 3, seed=3, std=cfg.eval_std)
     assert np.array_equal(locs, again[0])          # seeded: the plot is repeatable
     g, k, s = 4, 3, 2
     for t in range(3):
@@ -283,72 +278,65 @@ def test_mp4_with_ffmpeg_on_path(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- curves
-LOG = """[*] ram_6_8x8_1 on cpu: train on 54000, validate on 6000 images, epochs 1..300
-epoch 1/300 | lr 3.000e-04 | train loss 2.3000 acc 12.00 | val loss 2.2000 acc 20.00 err 80.00 | 40.1s, total 0.7 min [*]
-epoch 2/300 | lr 3.000e-04 | train loss 2.1000 acc 25.00 | val loss 1.9000 acc 35.00 err 65.00 | 40.3s, total 1.3 min [*]
-[!] Interrupted: saved ckpt/ram_6_8x8_1_ckpt2.pdparams
-epoch 2/300 | lr 3.000e-04 | train loss 2.0424 acc 36.92 | val loss 1.8041 acc 46.43 err 53.57 | 40.3s, total 1.3 min [*]
-epoch 3/300 | lr 2.400e-04 | train loss 1.9000 acc 40.00 | val loss 1.7000 acc 45.00 err 55.00 | 40.0s, total 2.0 min
-[*] Test Acc: 4700/10000 (47.00% - 53.00%)
-"""
+def record(epoch, lr, train_acc, val_loss, val_acc, total_min, **extra):
+    return json.dumps(dict(epoch=epoch, lr=lr, std=0.1, train_loss=2.0, train_acc=train_acc,
+                           val_loss=val_loss, val_acc=val_acc, total_min=total_min, **extra))
 
 
-def test_parse_log_keeps_last_occurrence(tmp_path):
-    log = tmp_path / "ram_6_8x8_1.log"
-    log.write_text(LOG)
-    c = pg.parse_log(str(log))
+# A resumed run repeats epoch 2: the last record of an epoch counts.
+METRICS = "\n".join([record(1, 3e-4, 12.0, 2.2, 20.0, 0.7),
+                     record(2, 3e-4, 25.0, 1.9, 35.0, 1.3),
+                     record(2, 3e-4, 36.92, 1.8041, 46.43, 1.3, found=81.5),
+                     record(3, 2.4e-4, 40.0, 1.7, 45.0, 2.0, found=82.0)]) + "\n"
+
+
+def test_read_metrics_keeps_the_last_record_of_an_epoch(tmp_path):
+    path = tmp_path / "ram_6_8x8_1_metrics.jsonl"
+    path.write_text(METRICS)
+    c = pg.read_metrics(str(path))
     assert c["epoch"].tolist() == [1, 2, 3]
     assert c["train_acc"].tolist() == [12.0, 36.92, 40.0]
     assert c["val_loss"].tolist() == [2.2, 1.8041, 1.7]
     assert c["total_min"].tolist() == [0.7, 1.3, 2.0]
     assert c["lr"].tolist() == [3e-4, 3e-4, 2.4e-4]
-
-
-def test_parse_log_reads_the_std_schedule(tmp_path):
-    """Epoch lines carry "lr X std S"; lines without the std (older logs) parse with std NaN."""
-    log = tmp_path / "ram_6_8x8_1.log"
-    log.write_text(LOG + "epoch 4/300 | lr 1.200e-04 std 0.05 | train loss 1.8 acc 41.00 | "
-                   "val loss 1.6 acc 46.00 err 54.00 | 40.0s, total 2.7 min\n")
-    c = pg.parse_log(str(log))
-    assert c["epoch"].tolist() == [1, 2, 3, 4] and c["lr"][3] == 1.2e-4
-    assert np.isnan(c["std"][:3]).all() and c["std"][3] == 0.05 and c["train_acc"][3] == 41.0
-    out = tmp_path / "c.png"
-    assert pg.plot_curves(str(log), str(out)) == str(out)
-    assert decodes(out) == (960, 288)
+    assert np.isnan(c["found"][0]) and c["found"][1:].tolist() == [81.5, 82.0]
 
 
 def test_plot_curves_writes_png(tmp_path):
-    log = tmp_path / "logs" / "ram_6_8x8_1.log"
-    log.parent.mkdir()
-    log.write_text(LOG)
+    path = tmp_path / "logs" / "ram_6_8x8_1_metrics.jsonl"
+    path.parent.mkdir()
+    path.write_text(METRICS)
     out = tmp_path / "c.png"
-    assert pg.plot_curves(str(log), str(out)) == str(out)
+    assert pg.plot_curves(str(path), str(out)) == str(out)
     assert decodes(out) == (960, 288)
-    # CLI default: plots/<log stem>_curves.png under the working directory.
-    done = run("--curves", log, cwd=tmp_path)
+    # CLI default: plots/<name>_curves.png under the working directory.
+    done = run("--curves", path, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     decodes(tmp_path / "plots" / "ram_6_8x8_1_curves.png")
+    assert f"[*] wrote plots/ram_6_8x8_1_curves.png (" in done.stdout and "KiB)" in done.stdout
 
 
 def test_compare_runs_table_and_png(tmp_path):
-    """Two runs side by side: best validation accuracy (epoch) and the mean of the last
-    `window` epochs up to every `every`-th; the second run is shorter ('-' past its end)."""
-    a, b = tmp_path / "a.log", tmp_path / "b.log"
-    a.write_text(LOG)
-    b.write_text(LOG.split("[!]")[0])  # epochs 1-2 only
+    """Two runs side by side: best validation accuracy (epoch), the share found there, and the
+    mean of the last `window` epochs up to every `every`-th; the second run is shorter
+    ('-' past its end)."""
+    a, b = tmp_path / "a_metrics.jsonl", tmp_path / "b_metrics.jsonl"
+    a.write_text(METRICS)
+    b.write_text("\n".join(METRICS.splitlines()[:2]))  # epochs 1-2 only
     png, table = pg.compare_runs([str(a), str(b)], str(tmp_path / "cmp.png"), every=2, window=2,
                                  target_err=60)
     assert decodes(png) == (960, 336)
     header, row_a, row_b = [line.split() for line in table.splitlines()]
-    assert header == ["log", "best", "val", "(epoch)", "err<=60%", "at", "@2"]
+    assert header == ["run", "best", "val", "(epoch)", "found", "err<=60%", "at", "@2"]
     # a: first at most 60% error at epoch 2 (53.57%), 1.3 logged minutes in
-    assert row_a == [str(a), "46.43", "(2)", "2", "(1.3", "min)", f"{(20.00 + 46.43) / 2:.2f}"]
-    assert row_b == [str(b), "35.00", "(2)", "-", "27.50"]  # b never got below 65%
+    assert row_a == [str(a), "46.43", "(2)", "81.5", "2", "(1.3", "min)",
+                     f"{(20.00 + 46.43) / 2:.2f}"]
+    assert row_b == [str(b), "35.00", "(2)", "-", "-", "27.50"]  # b never got below 65%
     done = run("--compare", a, b, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "46.43 (2)" in done.stdout
     decodes(tmp_path / "plots" / "compare.png")
-    assert_one_line_error(run("--compare", a, tmp_path / "missing.log", cwd=tmp_path))
+    assert_one_line_error(run("--compare", a, tmp_path / "missing.jsonl", cwd=tmp_path))
 
 
 def _eval_run(args, err):
@@ -379,8 +367,11 @@ def test_results_figure_means_the_default_protocol_runs(tmp_path):
 
 
 def test_curves_errors_are_one_line(tmp_path):
-    assert_one_line_error(run("--curves", tmp_path / "missing.log", cwd=tmp_path))
-    empty = tmp_path / "empty.log"
-    empty.write_text("[*] ram_6_8x8_1 on cpu: nothing yet\n")
+    assert_one_line_error(run("--curves", tmp_path / "missing.jsonl", cwd=tmp_path))
+    empty = tmp_path / "empty_metrics.jsonl"
+    empty.write_text("")
     assert_one_line_error(run("--curves", empty, cwd=tmp_path))
+    log = tmp_path / "ram_6_8x8_1.log"  # a text log is not a metrics file
+    log.write_text("[*] ram_6_8x8_1 on cpu: nothing yet\n")
+    assert_one_line_error(run("--curves", log, cwd=tmp_path))
     assert not (tmp_path / "plots").exists()

@@ -19,8 +19,9 @@ def arange_image(H, W, C=1, B=1, offset=0.0):
 
 
 def foveate(x, l, g, k, s):
-    out = Retina(g, k, s).foveate(paddle.to_tensor(np.asarray(x, dtype=np.float32)),
-                                  paddle.to_tensor(np.asarray(l, dtype=np.float32)))
+    retina = Retina(g, k, s)
+    out = retina.foveate(retina.scene(paddle.to_tensor(np.asarray(x, dtype=np.float32))),
+                         paddle.to_tensor(np.asarray(l, dtype=np.float32)))
     return out.numpy()
 
 
@@ -142,20 +143,20 @@ def test_batched_equals_per_sample_loop(H, W):
 def test_sizes_and_dtype():
     r = Retina(4, 3, 2)
     assert r.sizes == [4, 8, 16]
-    out = r.foveate(paddle.zeros([2, 1, 10, 10]), paddle.zeros([2, 2]))
+    out = r.foveate(r.scene(paddle.zeros([2, 1, 10, 10])), paddle.zeros([2, 2]))
     assert out.dtype == paddle.float32 and list(out.shape) == [2, 48]
 
 
 def test_pooled_scales_equal_avg_pooling_the_full_patch_and_survive_new_images():
     """The summed-area-table path for pooled scales equals cutting the full-resolution
     patches and avg-pooling them (float32 rounding apart), including when the same Retina
-    sees a new batch of images and then the first one again (its table cache)."""
+    sees a new batch of images and then the first one again (each its own scene)."""
     rng = np.random.RandomState(3)
     retina = Retina(6, 4, 2)  # patches 6, 12, 24, 48 on a 50 x 70 image
     batches = [paddle.to_tensor(rng.randn(5, 2, 50, 70).astype(np.float32)) for _ in range(2)]
     l = paddle.to_tensor(rng.uniform(-1.1, 1.1, (5, 2)).clip(-1, 1).astype(np.float32))
     for x in (batches[0], batches[1], batches[0]):
-        phi = retina.foveate(x, l).numpy().reshape(5, 4, 2, 6, 6)
+        phi = retina.foveate(retina.scene(x), l).numpy().reshape(5, 4, 2, 6, 6)
         full = naive_patches(x.numpy(), l.numpy(), 6, 4, 2)
         for i, patch in enumerate(full):
             f = patch.shape[-1] // 6
@@ -184,7 +185,7 @@ def test_normalising_retina_equals_the_naive_glimpse_of_the_normalised_image(H, 
     l = rng.uniform(-1, 1, size=(B, 2)).astype(np.float32)
     l[:4] = [[-1, -1], [1, 1], [-1, 1], [1, -1]]
     retina = Retina(g, k, s, normalize=MNIST_NORM)
-    phi = retina.foveate(paddle.to_tensor(x), paddle.to_tensor(l)).numpy()
+    phi = retina.foveate(retina.scene(paddle.to_tensor(x)), paddle.to_tensor(l)).numpy()
     np.testing.assert_allclose(phi, naive_glimpses(normalised(x), l, g, k, s), rtol=0, atol=2e-6)
 
 

@@ -28,7 +28,9 @@ def test_tensorboard_scalars_per_epoch(tiny_data, tmp_path):
     events = list((logs / "ram_2_8x8_1").glob("events.out.tfevents.*"))
     assert len(events) == 1
     scalars = read_scalars(events[0])
-    assert set(scalars) == {"train/loss", "train/acc", "val/loss", "val/acc", "lr"}
+    assert set(scalars) == {"train/loss", "train/acc", "val/loss", "val/acc", "lr",
+                            "search/found", "search/err_found", "search/err_lost",
+                            "search/dist_1", "search/dist_2"}
     assert [step for step, _ in scalars["val/acc"]] == [1, 2]
     assert all(0 <= v <= 100 for _, v in scalars["val/acc"])
-    assert abs(scalars["lr"][0][1] - get_config([]).init_lr) < 1e-9
+    assert abs(scalars["lr"][0][1] - get_config([])[0].init_lr) < 1e-9
