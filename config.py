@@ -6,6 +6,7 @@ architecture (checkpoint_config). A config is never changed once made: each step
 new one.
 """
 import argparse
+import os
 
 from data_loader import DATASETS, settle_canvas
 from model import FIRST_FIXATIONS
@@ -158,6 +159,8 @@ g.add_argument("--plot_freq", type=int, default=50,
 MODE_KEYS = ("is_train", "resume", "best", "ckpt", "export", "use_gpu")
 # Flags that pick a run's validation split out of the training set.
 SPLIT_KEYS = ("random_seed", "valid_size")
+# Folders: a checkpoint stores them absolute, so that a resumed run finds them from anywhere.
+DIR_KEYS = ("data_dir", "ckpt_dir", "logs_dir", "plot_dir")
 _UNSET = object()
 
 
@@ -240,8 +243,10 @@ def resumed_config(config, given, stored):
     changed = []
     for key in sorted(given - set(MODE_KEYS)):
         value = getattr(config, key)
-        if key in stored and stored[key] != value:
-            if key in ARCH_KEYS:
+        same = (os.path.abspath(value) == os.path.abspath(stored[key]) if key in DIR_KEYS
+                else stored.get(key) == value) if key in stored else True
+        if not same:
+            if key in ARCH_KEYS and key != "std":  # the policy's exploration may change
                 raise RamError(f"the run was trained with --{key} {stored[key]}, not {value}; a "
                                f"resumed run keeps its architecture (drop --{key})")
             changed.append(f"--{key} {value} (the run had {stored[key]})")
@@ -263,12 +268,11 @@ def checkpoint_config(stored, eval_std=None):
 
 
 def tested_config(config, given, stored, eval_std):
-    """The config of a test run: the checkpoint's architecture, dataset and split
-    (checkpoint_config) with this invocation's other flags, and its --eval_std if given,
-    else the checkpoint's `eval_std`."""
+    """The config of a test run: the checkpoint's architecture and dataset
+    (checkpoint_config) with this invocation's other flags (--random_seed draws the test's
+    fixations), and its --eval_std if given, else the checkpoint's `eval_std`."""
     tested = vars(checkpoint_config(stored, eval_std))
-    tested.update({k: v for k, v in vars(config).items()
-                   if k not in ARCH_KEYS + SPLIT_KEYS + ("eval_std",)})
+    tested.update({k: v for k, v in vars(config).items() if k not in ARCH_KEYS + ("eval_std",)})
     if "eval_std" in given:
         tested["eval_std"] = config.eval_std
     return argparse.Namespace(**tested)

@@ -29,8 +29,14 @@ def main(argv=None):
                                               any_model=not given & set(ARCH_KEYS))
         state = checkpoint.load(file)
         stored = checkpoint.stored_config(state)
+        if not state.get("config"):
+            said.append(f"[!] {file} stores no config (reference format): read with the reference "
+                        "implementation's hyperparameters " + " ".join(
+                            f"{k}={stored[k]}" for k in ("patch_size", "num_patches",
+                                                         "glimpse_scale", "num_glimpses", "std")))
         if config.is_train:
-            config, said = resumed_config(config, given, stored)
+            config, resumed = resumed_config(config, given, stored)
+            said += resumed
         else:
             config = tested_config(config, given, stored, checkpoint.eval_std(state))
     if config.export:
@@ -38,7 +44,8 @@ def main(argv=None):
     device = select_device(config.use_gpu)
     set_seed(config.random_seed)
     trainer = Trainer(config, device, state, file, restart_lr=config.resume and "init_lr" in given,
-                      notes=said + notes(config), plot_curves=plot_curves)
+                      default_std="eval_std" not in given, notes=said + notes(config),
+                      plot_curves=plot_curves)
     if not config.is_train:
         trainer.test(data_loader.get_test_loader(
             config.data_dir, config.batch_size, config.dataset, config.canvas, config.clutter))

@@ -28,7 +28,7 @@ Six modes:
 
     python plot_glimpses.py --results logs/pretrained [--out plots/results.png]
         Test error per task, the paper's beside ours (M = 1 and M = 10) and the reference
-        checkpoint's, from the evaluation logs (eval_<model_name>.log) in that folder.
+        checkpoint's, from the test records (eval_<model_name>.jsonl) in that folder.
 
 Importing this module is cheap and has no side effects: Paddle and matplotlib are imported
 when a function needs them, and figures are drawn on their own Agg canvas (no pyplot state,
@@ -726,48 +726,46 @@ PAPER_ERR = {"ram_6_8x8_1": ("28x28", 1.12),
              "ram_6_12x12_3_translated60": ("translated 60x60", 1.22),
              "ram_6_12x12_3_cluttered60": ("cluttered 60x60", 4.08),
              "ram_6_12x12_4_cluttered100": ("cluttered 100x100", 8.31)}
-REFERENCE_LOG = "eval_reference.log"   # the reference checkpoint, a 28x28 model
-COMMAND_LINE = re.compile(r"^\$ python main\.py (.*)$")
-TEST_ACC_LINE = re.compile(r"Test Acc: \d+/\d+ \([\d.]+% - ([\d.]+)%\)")
+REFERENCE_RECORDS = "eval_reference.jsonl"   # the reference checkpoint, a 28x28 model
 
 
-def parse_eval_log(path):
-    """{M: [test error (%) of each run]} from an evaluation log, which records each test run as
-    its `$ python main.py ...` command line followed by the run's output. Runs that pass
-    --eval_std are left out: the table's protocol is the default std."""
-    errors, m = {}, None
-    with open(path, errors="replace") as f:
-        for line in f:
-            command = COMMAND_LINE.match(line)
-            if command:
-                args = command.group(1).split()
-                m = None if "--eval_std" in args else (
-                    int(args[args.index("--M") + 1]) if "--M" in args else 1)
+def read_test_records(path):
+    """{M: [test error (%) of each test]} from a file of test records (the <name>_test.jsonl
+    that main.py --is_train=False appends to, one JSON object per test). Tests at another
+    --eval_std than the checkpoint's are left out: the table's protocol is the default std."""
+    errors = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
                 continue
-            hit = TEST_ACC_LINE.search(line)
-            if hit and m is not None:
-                errors.setdefault(m, []).append(float(hit.group(1)))
-                m = None
+            try:
+                record = json.loads(line)
+                if record.get("default_std", True):
+                    errors.setdefault(int(record["M"]), []).append(float(record["error"]))
+            except (ValueError, KeyError, TypeError):
+                raise RamError(f"{path} line {n} is not a test record (JSON with M and "
+                               "error)") from None
     return errors
 
 
 def plot_results(log_dir, out_png):
-    """Grouped bars, one group per task whose eval_<model_name>.log is in log_dir: the paper's
-    test error, the reference checkpoint's (28x28, from eval_reference.log), ours with one
-    trajectory (M = 1) and ours with M = 10, each a mean over the seeds the log holds, on a
-    log scale. Returns (out_png, the same numbers as a text table)."""
+    """Grouped bars, one group per task whose test records eval_<model_name>.jsonl are in
+    log_dir: the paper's test error, the reference checkpoint's (28x28, from
+    eval_reference.jsonl), ours with one trajectory (M = 1) and ours with M = 10, each a mean
+    over the seeds the records hold, on a log scale. Returns (out_png, the same numbers as a
+    text table)."""
     tasks = [(name, task, paper) for name, (task, paper) in PAPER_ERR.items()
-             if os.path.isfile(os.path.join(log_dir, f"eval_{name}.log"))]
+             if os.path.isfile(os.path.join(log_dir, f"eval_{name}.jsonl"))]
     if not tasks:
-        raise RamError(f"{log_dir} holds no evaluation log eval_<model_name>.log of the paper's "
+        raise RamError(f"{log_dir} holds no test records eval_<model_name>.jsonl of the paper's "
                        f"tasks ({', '.join(PAPER_ERR)}); pass the folder that does, e.g. "
                        "--results logs/pretrained")
-    reference = os.path.join(log_dir, REFERENCE_LOG)
-    reference = parse_eval_log(reference).get(1) if os.path.isfile(reference) else None
+    reference = os.path.join(log_dir, REFERENCE_RECORDS)
+    reference = read_test_records(reference).get(1) if os.path.isfile(reference) else None
     series = {"paper (NIPS 2014)": [], "reference checkpoint": [], "ours, M = 1": [],
               "ours, M = 10": []}
     for name, _, paper in tasks:
-        ours = parse_eval_log(os.path.join(log_dir, f"eval_{name}.log"))
+        ours = read_test_records(os.path.join(log_dir, f"eval_{name}.jsonl"))
         series["paper (NIPS 2014)"].append(paper)
         series["reference checkpoint"].append(
             float(np.mean(reference)) if reference and name == "ram_6_8x8_1" else np.nan)
@@ -832,8 +830,8 @@ def build_parser():
                            "the test error and the share of digits found against where the "
                            "digit lies (plots/<model_name>/search.png)")
     mode.add_argument("--results", metavar="DIR",
-                      help="test error per task, the paper's beside ours, from the evaluation "
-                           "logs eval_<model_name>.log in DIR (e.g. logs/pretrained)")
+                      help="test error per task, the paper's beside ours, from the test "
+                           "records eval_<model_name>.jsonl in DIR (e.g. logs/pretrained)")
     d = p.add_argument_group("dump mode")
     d.add_argument("--epoch", type=int, default=None,
                    help="the epoch whose dumps to plot (default: the latest in --plot_dir)")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import checkpoint
 import data_loader
+from config import DIR_KEYS
 from model import SearchMeter, build_model, rollout_loss
 from utils import (RamError, check_batch_split, check_not_pretrained, ensure_dir, get_logger,
                    init_distributed, model_name)
@@ -114,8 +115,9 @@ class Trainer:
 
     config: from config.get_config (or resumed_config / tested_config); state: the checkpoint
     dict to resume or test (checkpoint.load), read from `ckpt_file`; restart_lr: on resume,
-    start a fresh lr schedule at --init_lr instead of the checkpoint's; notes: lines to log
-    first; plot_curves(metrics_file, out_png): draws the learning curves when training ends.
+    start a fresh lr schedule at --init_lr instead of the checkpoint's; default_std: a test
+    runs at the checkpoint's own eval std (not --eval_std), which its record says; notes:
+    lines to log first; plot_curves(metrics_file, out_png): draws the learning curves when training ends.
 
     Started by paddle.distributed.launch, every process builds a Trainer: the training step
     runs under paddle.DataParallel, metrics are summed over the ranks, and only rank 0 logs
@@ -123,8 +125,9 @@ class Trainer:
     """
 
     def __init__(self, config, device="cpu", state=None, ckpt_file=None, restart_lr=False,
-                 notes=(), plot_curves=None):
+                 default_std=True, notes=(), plot_curves=None):
         self.config, self.device, self.ckpt_file = config, device, ckpt_file
+        self.default_std = default_std  # a test at the checkpoint's own eval std (records)
         self._draw_curves = plot_curves
         self.rank, self.world = init_distributed()
         self.is_main = self.rank == 0
@@ -184,16 +187,18 @@ class Trainer:
 
     def _open_log(self):
         """The logger: the screen, and (rank 0) <logs_dir>/<name>.log, or <name>_test.log for
-        a test, which goes on on the screen alone if the folder takes no files."""
+        a test (with one JSON record per test in <name>_test.jsonl), which goes on on the
+        screen alone if the folder takes no files."""
         c = self.config
         log_file = os.path.join(c.logs_dir, self.name + ("" if c.is_train else "_test") + ".log")
+        self.test_record = None if c.is_train else log_file[:-4] + ".jsonl"
         if not c.is_train:
             try:
                 check_not_pretrained(c.logs_dir, "--logs_dir")
                 ensure_dir(c.logs_dir, "--logs_dir")
             except RamError as e:
                 print(f"[!] {e}; the test prints to the screen only")
-                log_file = None
+                log_file = self.test_record = None
         try:
             return get_logger("ram", log_file if self.is_main else None, console=self.is_main)
         except OSError as e:
@@ -227,8 +232,7 @@ class Trainer:
         if bad:
             self._diverged(f"weights of {', '.join(bad[:3])} are not finite")
         c = self.config
-        stored = dict(vars(c), **{k: os.path.abspath(getattr(c, k))
-                                  for k in ("data_dir", "ckpt_dir", "logs_dir", "plot_dir")})
+        stored = dict(vars(c), **{k: os.path.abspath(getattr(c, k)) for k in DIR_KEYS})
         state = {"epoch": self.epoch, "model_state": self.model.state_dict(),
                  "optim_state": checkpoint.optimizer_state(self.optimizer, self.model),
                  "best_valid_acc": self.best_valid_acc, "counter": self.counter,
@@ -299,13 +303,20 @@ class Trainer:
         std = c.eval_std if c.M == 1 else self.model.locator.std
         self.logger.info(f"[*] Evaluated {test_loader.num_samples} images (M={c.M}, std {std:.3g}) "
                          f"in {time.time() - tic:.1f}s")
+        self.logger.info(f"[*] Search: {SearchMeter.describe(search)}")
         self.logger.info(f"[*] Checkpoint {self.ckpt_file}: epoch {self.epoch}, {self.name}, "
                          f"std {self.model.locator.std:g}, core {c.core}, first fixation "
                          f"{c.first_fixation}, dataset {c.dataset} {c.canvas}x{c.canvas}"
                          + (f" with {c.clutter} pieces" if c.clutter else ""))
-        self.logger.info(f"[*] Search: {SearchMeter.describe(search)}")
         self.logger.info(f"[*] Test Acc: {correct}/{test_loader.num_samples} "
                          f"({acc:.2f}% - {100 - acc:.2f}%)")
+        if self.is_main and self.test_record:
+            record = {"date": time.strftime("%Y-%m-%d"), "ckpt": self.ckpt_file,
+                      "epoch": self.epoch, "seed": c.random_seed, "M": c.M, "std": std,
+                      "default_std": self.default_std, "correct": correct,
+                      "n": test_loader.num_samples, "error": round(100 - acc, 2), **search}
+            with open(self.test_record, "a") as f:
+                f.write(json.dumps(record) + "\n")
         return acc
 
     # ---------------------------------------------------------------- training
@@ -416,6 +427,10 @@ class Trainer:
             if writer:
                 writer.close()
         if self.is_main:
+            best = checkpoint.path(c.ckpt_dir, self.name, best=True)
+            if os.path.isfile(best):
+                self.logger.info(f"[*] Best model: {best} (validation accuracy "
+                                 f"{self.best_valid_acc:.2f}%)")
             self.plot_curves()
 
     def _end_epoch(self, lr, secs, train_loss, train_acc, val, writer):
@@ -453,8 +468,11 @@ class Trainer:
             self.save_checkpoint(best=True)
         stop = self.counter > c.train_patience
         if stop or self.epoch % c.save_freq == 0 or self.epoch == c.epochs:
-            self.save_checkpoint()
-            checkpoint.prune(c.ckpt_dir, self.name, c.keep_ckpts)
+            file = self.save_checkpoint()
+            gone = checkpoint.prune(c.ckpt_dir, self.name, c.keep_ckpts)
+            self.logger.info(f"[*] Saved {file} ({os.path.getsize(file) / 2 ** 20:.1f} MB)"
+                             + (f"; removed {', '.join(map(os.path.basename, gone))} (--keep_ckpts "
+                                f"{c.keep_ckpts})" if gone else ""))
         if stop:
             self.logger.info(f"[!] No better validation accuracy for {self.counter} epochs "
                              f"(--train_patience {c.train_patience}): training stops.")

@@ -28,21 +28,13 @@ else:
     torch = pytest.importorskip("torch", reason="pip install -r requirements-dev.txt")
 
 import align  # noqa: E402
-from _util import write_idx  # noqa: E402
+from conftest import require, write_idx  # noqa: E402
 from utils import ARCH_KEYS  # noqa: E402
 
 # A small multi-scale architecture: fast, and rnn.i2h is square (glimpse 16 + loc 8 = 24).
 SMALL = dict(patch_size=4, glimpse_scale=2, num_patches=2, loc_hidden=8, glimpse_hidden=16,
              num_glimpses=3, hidden_size=24, std=0.1)
 N_TEST_IMAGES = 200
-
-
-def need(path, what):
-    if not Path(path).exists():
-        if IN_CI:
-            pytest.fail(f"{what} not found at {path} (required in CI)", pytrace=False)
-        pytest.skip(f"{what} not found at {path}")
-    return Path(path)
 
 
 def run(script, *args, cwd):
@@ -141,7 +133,7 @@ def tiny_test_data(tmp_path_factory):
     from data_loader import read_idx
     d = tmp_path_factory.mktemp("tiny_mnist")
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        arr = read_idx(str(need(MNIST_DIR / (name + ".gz"), "MNIST test file " + name)))
+        arr = read_idx(str(require(MNIST_DIR / (name + ".gz"), "MNIST test file " + name)))
         write_idx(d / name, arr[:N_TEST_IMAGES])
     return d
 
@@ -241,14 +233,14 @@ def test_transposed_square_weight_fails_check(random_torch, converted, tmp_path,
     assert "check FAILED" in text and check_lines(text)["h_t"] > 1e-3, text
 
     # A converter that forgets to transpose the square weight: --check catches it too.
-    real = align.swap_layout
+    real = align.to_paddle_layout
 
-    def buggy(arrays):
-        out = real(arrays)
+    def buggy(arrays, arch):
+        out = real(arrays, arch)
         out["rnn.i2h.weight"] = arrays["rnn.i2h.weight"].copy()
         return out
 
-    monkeypatch.setattr(align, "swap_layout", buggy)
+    monkeypatch.setattr(align, "to_paddle_layout", buggy)
     assert align.main(["--torch_ckpt", str(ckpt), "--params_json", str(params),
                        "--out", str(tmp_path / "buggy.pdparams"), "--check"]) == 1
     assert "check FAILED" in capsys.readouterr().out
@@ -278,7 +270,7 @@ def test_wrong_keys_and_shapes_are_named_without_traceback(random_torch, tmp_pat
 
 
 def test_reference_checkpoint_to_torch_check_passes(tmp_path, capsys):
-    ref = need(REFERENCE, "reference checkpoint")
+    ref = require(REFERENCE, "reference checkpoint")
     pth = tmp_path / "ram_6_8x8_1_model_best.pth.tar"
     res = run(ALIGN, "--to_torch", "--paddle_ckpt", ref, "--out", pth, "--check", cwd=tmp_path)
     diffs = assert_check_passed(res)
@@ -291,7 +283,7 @@ def test_reference_checkpoint_to_torch_check_passes(tmp_path, capsys):
 
 
 def test_reference_round_trip_keeps_its_accuracy(tmp_path, tiny_test_data, capsys):
-    ref = need(REFERENCE, "reference checkpoint")
+    ref = require(REFERENCE, "reference checkpoint")
     pth, back = tmp_path / "ref.pth.tar", tmp_path / "ref.pdparams"
     assert align.main(["--to_torch", "--paddle_ckpt", str(ref), "--out", str(pth)]) == 0
     assert align.main(["--torch_ckpt", str(pth), "--out", str(back)]) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from _util import cli_env
+from conftest import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

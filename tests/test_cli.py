@@ -10,7 +10,8 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import MAIN, acc_lines, cli_env, epoch_lines, log_line, run_main
+from conftest import (MAIN, acc_lines, beta1_pow, cli_env, epoch_lines, load_ckpt, log_line,
+                      run_main, train_args)
 from checkpoint import load_model
 from config import EVAL_STD, MODE_KEYS, SPLIT_KEYS, get_config
 from utils import ARCH_KEYS
@@ -23,20 +24,6 @@ BETA1 = 0.9                       # Adam's default
 
 def log_of(logs_dir):
     return (logs_dir / f"{NAME}.log").read_text()
-
-
-def load(path):
-    return paddle.load(str(path))
-
-
-def beta1_pow(state):
-    return float(np.asarray(state["optim_state"]["sensor.fc1.weight_beta1_pow_acc_0"]).ravel()[0])
-
-
-def train_args(data, ckpt_dir, tmp_path, *extra):
-    return ["--data_dir", data, "--batch_size", "32", "--num_glimpses", "2", "--save_freq", "1",
-            "--ckpt_dir", ckpt_dir, "--logs_dir", tmp_path / "logs",
-            "--plot_dir", tmp_path / "plots", *extra]
 
 
 # ------------------------------------------------------------------ a fresh 2-epoch run
@@ -59,7 +46,7 @@ def test_training_writes_checkpoints_logs_and_plots(tiny_run):
 
 def test_checkpoint_contents(tiny_run):
     ck = tiny_run.ckpt_dir
-    s1, s2 = load(ck / f"{NAME}_ckpt1.pdparams"), load(ck / f"{NAME}_ckpt2.pdparams")
+    s1, s2 = load_ckpt(ck / f"{NAME}_ckpt1.pdparams"), load_ckpt(ck / f"{NAME}_ckpt2.pdparams")
     for key in ("epoch", "model_state", "optim_state", "best_valid_acc", "counter", "config"):
         assert key in s2, key
     assert s1["epoch"] == 1 and s2["epoch"] == 2
@@ -78,7 +65,7 @@ def test_checkpoint_contents(tiny_run):
     assert s2["best_valid_acc"] == pytest.approx(max(accs), abs=0.006)
     improved = s2["best_valid_acc"] > s1["best_valid_acc"]
     assert s1["counter"] == 0 and s2["counter"] == (0 if improved else 1)
-    best = load(ck / f"{NAME}_model_best.pdparams")
+    best = load_ckpt(ck / f"{NAME}_model_best.pdparams")
     assert best["epoch"] == (2 if improved else 1)
     assert best["best_valid_acc"] == s2["best_valid_acc"]
     # --lr_patience 0 --lr_factor 0.5: the lr halves exactly when epoch 2 did not improve
@@ -94,15 +81,15 @@ def test_the_keys_a_run_is_resumed_by_are_flags():
 
 
 def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_path):
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--ckpt",
+    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--ckpt",
                               ckpt_copy / f"{NAME}_ckpt1.pdparams", "--epochs", "3"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     log = log_of(tmp_path / "logs")
     assert "epochs 2..3" in log
-    assert "[*] Resuming with --epochs 3 (the run had 2)" in log
+    assert "--epochs 3 (the run had 2)" in log
     assert [(e, n) for e, n, _ in epoch_lines(log)] == [(2, 3), (3, 3)], log
-    s1 = load(tiny_run.ckpt_dir / f"{NAME}_ckpt1.pdparams")
-    s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
+    s1 = load_ckpt(tiny_run.ckpt_dir / f"{NAME}_ckpt1.pdparams")
+    s3 = load_ckpt(ckpt_copy / f"{NAME}_ckpt3.pdparams")
     assert s3["epoch"] == 3
     # The scheduler continued from ckpt1's state (two more steps) ...
     assert s3["optim_state"]["LR_Scheduler"]["last_epoch"] == 3
@@ -114,9 +101,9 @@ def test_resume_continues_at_the_next_epoch(tiny_run, tiny_data, ckpt_copy, tmp_
 def test_resume_uses_the_scheduler_state_of_the_checkpoint(tiny_run, tiny_data, ckpt_copy,
                                                            tmp_path):
     """The first run used --lr_patience 0 --lr_factor 0.5: ckpt2 carries its own last_lr."""
-    last_lr = float(load(ckpt_copy / f"{NAME}_ckpt2.pdparams")["optim_state"]["LR_Scheduler"]
+    last_lr = float(load_ckpt(ckpt_copy / f"{NAME}_ckpt2.pdparams")["optim_state"]["LR_Scheduler"]
                     ["last_lr"])
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "3"),
+    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--epochs", "3"),
                    cwd=tmp_path)      # the latest: ckpt2
     assert res.returncode == 0, res.stdout + res.stderr
     epochs = epoch_lines(log_of(tmp_path / "logs"))
@@ -126,7 +113,7 @@ def test_resume_uses_the_scheduler_state_of_the_checkpoint(tiny_run, tiny_data, 
 
 def forge_checkpoint(path, last_lr=1.25e-4, counter=3, best_valid_acc=100.0):
     """Rewrite a checkpoint with a distinctive scheduler state, counter and best accuracy."""
-    state = load(path)
+    state = load_ckpt(path)
     state["optim_state"]["LR_Scheduler"]["last_lr"] = last_lr
     state["optim_state"]["LR_Scheduler"]["num_bad_epochs"] = 0
     state["counter"] = counter
@@ -137,7 +124,7 @@ def forge_checkpoint(path, last_lr=1.25e-4, counter=3, best_valid_acc=100.0):
 def test_resume_restores_lr_counter_and_best_accuracy(tiny_data, ckpt_copy, tmp_path):
     forge_checkpoint(ckpt_copy / f"{NAME}_ckpt2.pdparams")
     best_before = (ckpt_copy / f"{NAME}_model_best.pdparams").read_bytes()
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "6",
+    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--epochs", "6",
                               "--train_patience", "3"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     log = log_of(tmp_path / "logs")
@@ -147,11 +134,11 @@ def test_resume_restores_lr_counter_and_best_accuracy(tiny_data, ckpt_copy, tmp_
     assert "lr 1.250e-04" in log
     # counter 3 -> 4 > train_patience 3: early stop after one epoch, no new best (100%)
     assert "[!] No better validation accuracy for 4 epochs (--train_patience 3)" in log
-    s3 = load(ckpt_copy / f"{NAME}_ckpt3.pdparams")
+    s3 = load_ckpt(ckpt_copy / f"{NAME}_ckpt3.pdparams")
     assert s3["counter"] == 4 and s3["best_valid_acc"] == 100.0 and s3["epoch"] == 3
     assert (ckpt_copy / f"{NAME}_model_best.pdparams").read_bytes() == best_before
     # Resumed again, the run says it has finished, and how to go on.
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "6"),
+    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--epochs", "6"),
                    cwd=tmp_path)
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "stopped early at epoch 3" in res.stderr and "--train_patience" in res.stderr
@@ -160,7 +147,7 @@ def test_resume_restores_lr_counter_and_best_accuracy(tiny_data, ckpt_copy, tmp_
 
 def test_init_lr_given_on_resume_restarts_the_schedule(tiny_data, ckpt_copy, tmp_path):
     forge_checkpoint(ckpt_copy / f"{NAME}_ckpt2.pdparams")
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "3",
+    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--epochs", "3",
                               "--init_lr", "3e-4"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     log = log_of(tmp_path / "logs")
@@ -172,13 +159,13 @@ def test_init_lr_given_on_resume_restarts_the_schedule(tiny_data, ckpt_copy, tmp
 def test_eval_std_is_saved_and_kept_apart_from_the_training_std(tiny_data, ckpt_copy, tmp_path):
     """Training explores at --std; a checkpoint records the eval std that testing with M = 1
     samples at, and M > 1 samples at the policy's own std."""
-    res = run_main(train_args(tiny_data, ckpt_copy, tmp_path, "--resume=True", "--epochs", "3",
+    res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--epochs", "3",
                               "--lr_patience", "5"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     log = log_of(tmp_path / "logs")
     assert "--lr_patience 5 (the run had 0)" in log  # flags that differ are named
     s3_path = ckpt_copy / f"{NAME}_ckpt3.pdparams"
-    s3 = load(s3_path)
+    s3 = load_ckpt(s3_path)
     assert s3["std"] == 0.1 and s3["config"]["std"] == 0.1
     assert s3["eval_std"] == EVAL_STD and s3["config"]["eval_std"] == EVAL_STD
     # Every loader of a checkpoint (test mode, plot_glimpses, benchmarks) samples with it.
@@ -249,7 +236,7 @@ def wait_for(predicate, proc, timeout):
 def test_interrupt_leaves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
     """Ctrl-C, or a kill from a job scheduler, ends the run with a checkpoint to resume."""
     ckpt_dir, logs = tmp_path / "ckpt", tmp_path / "logs"
-    args = train_args(tiny_data, ckpt_dir, tmp_path, "--epochs", "200", "--save_freq", "50",
+    args = train_args(tiny_data, tmp_path, "--epochs", "200", "--save_freq", "50",
                       "--plot_freq", "0")
     log_file = logs / f"{NAME}.log"
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
@@ -278,7 +265,7 @@ def test_interrupt_leaves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
     interrupted = ckpt_dir / f"{NAME}_interrupted.pdparams"
     printed = re.search(r"resume with: (python main\.py .*)$", log, re.M).group(1)
     assert printed == f"python main.py --resume=True --ckpt {interrupted}"
-    state = load(interrupted)
+    state = load_ckpt(interrupted)
     assert state["epoch"] == n and state["config"]["epochs"] == 200
     assert not list(ckpt_dir.glob(f"{NAME}_ckpt*.pdparams"))  # no clean file was overwritten
 
@@ -289,9 +276,9 @@ def test_interrupt_leaves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
     res = run_main([*printed.split()[2:], "--epochs", n + 1], cwd=elsewhere)
     assert res.returncode == 0, res.stdout + res.stderr
     log = log_file.read_text()
-    assert f"[*] Resuming with --epochs {n + 1} (the run had 200)" in log
+    assert f"[*] Resuming with --epochs {n + 1} (the run had 200)" in log  # nothing else differs
     assert epoch_lines(log)[-1][:2] == (n + 1, n + 1) and f"epochs {n + 1}..{n + 1}" in log
-    assert load(ckpt_dir / f"{NAME}_ckpt{n + 1}.pdparams")["epoch"] == n + 1
+    assert load_ckpt(ckpt_dir / f"{NAME}_ckpt{n + 1}.pdparams")["epoch"] == n + 1
     assert not list(elsewhere.iterdir())
 
 
@@ -300,18 +287,18 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     common = ["--plot_freq", "0", "--save_freq", "1"]
     for d, epochs in ((straight, 2), (split, 1)):
-        res = run_main(train_args(tiny_data, d / "ckpt", d, "--epochs", epochs, *common), cwd=tmp_path)
+        res = run_main(train_args(tiny_data, d, "--epochs", epochs, *common), cwd=tmp_path)
         assert res.returncode == 0, res.stdout + res.stderr
-    res = run_main(train_args(tiny_data, split / "ckpt", split, "--epochs", 2, "--resume=True",
+    res = run_main(train_args(tiny_data, split, "--epochs", 2, "--resume=True",
                               *common), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    a = load(straight / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
-    b = load(split / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    a = load_ckpt(straight / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    b = load_ckpt(split / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
     for key in a:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
     line, again = (log_line(log_of(d / "logs"), "epoch 2/2") for d in (straight, split))
     assert line.split("|")[:4] == again.split("|")[:4]  # lr, train and val metrics
-    assert "[*] Resuming with --epochs 2 (the run had 1)" in (split / "logs" / f"{NAME}.log").read_text()
+    assert "--epochs 2 (the run had 1)" in (split / "logs" / f"{NAME}.log").read_text()
 
 
 # ------------------------------------------------------------------ evaluation draws
@@ -322,7 +309,7 @@ def test_evaluation_draws_belong_to_the_images(tiny_data, tmp_path):
     from data_loader import get_test_loader
     from trainer import Trainer
     from utils import set_seed
-    config, _ = get_config([str(a) for a in train_args(tiny_data, tmp_path / "ckpt", tmp_path)])
+    config, _ = get_config([str(a) for a in train_args(tiny_data, tmp_path)])
     trainer = Trainer(config, "cpu")
     loader = get_test_loader(str(tiny_data), 64)
     set_seed(5)
@@ -341,7 +328,7 @@ def test_evaluation_draws_belong_to_the_images(tiny_data, tmp_path):
 
 
 def test_keep_ckpts_keeps_the_latest_epoch_checkpoints(tiny_data, tmp_path):
-    res = run_main(train_args(tiny_data, tmp_path / "ckpt", tmp_path, "--epochs", "4",
+    res = run_main(train_args(tiny_data, tmp_path, "--epochs", "4",
                               "--keep_ckpts", "2", "--plot_freq", "0"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     kept = sorted(p.name for p in (tmp_path / "ckpt").glob("*.pdparams"))

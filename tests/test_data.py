@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 import data_loader
-from _util import idx_bytes, write_idx
+from conftest import idx_bytes, write_idx
 from data_loader import (TensorLoader, get_test_loader, get_train_valid_loader,
                          load_mnist, normalize, pixels, read_idx,
                          split_indices)

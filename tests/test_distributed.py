@@ -13,7 +13,8 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import MAIN, ROOT, acc_lines, cli_env, epoch_lines, run_main
+from conftest import (MAIN, ROOT, acc_lines, beta1_pow, cli_env, epoch_lines, run_main,
+                      train_args)
 
 NAME = "ram_2_8x8_1"
 WORLD = 2
@@ -200,16 +201,6 @@ def test_global_batch_must_split_evenly():
 
 
 # ------------------------------------------------------------------ main.py end to end
-def train_args(data, work, *extra):
-    return ["--data_dir", data, "--batch_size", "32", "--num_glimpses", "2", "--save_freq", "1",
-            "--ckpt_dir", work / "ckpt", "--logs_dir", work / "logs", "--plot_dir",
-            work / "plots", *extra]
-
-
-def beta1_pow(state):
-    return float(np.asarray(state["optim_state"]["sensor.fc1.weight_beta1_pow_acc_0"]).ravel()[0])
-
-
 def test_two_process_run_checkpoints_once_resumes_in_one_process_and_tests(tiny_data, tmp_path):
     """Train 1 epoch on 2 ranks, resume for epoch 2 in one process, test on 2 ranks."""
     from model import build_model

@@ -8,23 +8,10 @@ import paddle
 import pytest
 
 from config import get_config, notes
-import _util
-from _util import idx_bytes, run_main, stderr_lines
+from conftest import MNIST_FILES, assert_one_error_line, idx_bytes, run_main, stderr_lines
 from utils import RamError
 
 NAME = "ram_2_8x8_1"
-
-
-def assert_one_error_line(res, *needles):
-    """Exit code 2, no traceback, and stderr is exactly one 'error: ...' line with the needles."""
-    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-3000:])
-    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
-    lines = stderr_lines(res)
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert str(needle) in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def common(tmp_path):
@@ -115,7 +102,7 @@ def test_missing_data_dir_names_the_expected_files(tmp_path):
     assert "Traceback" not in res.stderr
     last = stderr_lines(res)[-1]
     assert last.startswith("error: MNIST train files not found in " + str(empty))
-    for name in _util.MNIST_FILES:  # all four, and where to get them
+    for name in MNIST_FILES:  # all four, and where to get them
         assert name in last, name
     assert "--data_dir" in last and "https://" in last
     assert secs < 60                                # the offline download gives up quickly

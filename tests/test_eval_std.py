@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 import data_loader
-from _util import cli_env, run_main
+from conftest import cli_env, run_main
 from config import EVAL_STD, get_config
 from model import rollout_loss
 from trainer import Trainer, seeded_batches

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import ROOT, cli_env, run_main
+from conftest import ROOT, cli_env, run_main
 from conftest import in_ci
 
 SHIPPED = ROOT / "ckpt" / "pretrained" / "ram_6_8x8_1_model_best.pdparams"

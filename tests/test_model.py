@@ -6,7 +6,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from _util import np_params, np_rollout
+from conftest import np_params, np_rollout
 from model import RecurrentAttention
 from model import rollout_loss
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import plot_glimpses as pg  # noqa: E402
-from _util import naive_patches, write_idx  # noqa: E402
+from conftest import assert_one_error_line, naive_patches, write_idx  # noqa: E402
 
 SCRIPT = str(ROOT / "plot_glimpses.py")
 # Small architecture with 3 scales, so nested boxes and pooled patches are exercised.
@@ -44,13 +44,6 @@ def decodes(path):
 def retina_patches(retina, x, l):
     """The k full-resolution patches the Retina reads, as numpy [B, C, size, size] each."""
     return naive_patches(x.numpy(), l.numpy(), retina.g, retina.k, retina.s)
-
-
-def assert_one_line_error(done):
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stderr
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -182,10 +175,10 @@ def test_dump_mode_reads_params_json_and_latest_epoch(tmp_path):
 def test_missing_dump_fails_in_one_line(tmp_path):
     plot_dir = tmp_path / "ram_6_8x8_1"
     write_dumps(plot_dir, 1)
-    assert_one_line_error(run("--plot_dir", plot_dir, "--epoch", 7))
-    assert_one_line_error(run("--plot_dir", tmp_path / "nothing", "--epoch", 1))
+    assert_one_error_line(run("--plot_dir", plot_dir, "--epoch", 7))
+    assert_one_error_line(run("--plot_dir", tmp_path / "nothing", "--epoch", 1))
     (plot_dir / "l_1.p").write_bytes(b"not a pickle")
-    assert_one_line_error(run("--plot_dir", plot_dir, "--epoch", 1))
+    assert_one_error_line(run("--plot_dir", plot_dir, "--epoch", 1))
 
 
 # ---------------------------------------------------------------------------- checkpoint mode
@@ -219,6 +212,8 @@ def tiny_ckpt(mnist_dir, tmp_path_factory):
 def test_ckpt_mode_writes_gif_png_and_retina(tiny_ckpt):
     done, out = tiny_ckpt["done"], tiny_ckpt["out"]
     assert done.returncode == 0, done.stderr
+    for name in ("glimpses.gif", "glimpses.png", "retina.png"):  # every file, with its size
+        assert f"[*] wrote {out / name} (" in done.stdout, done.stdout
     # num_glimpses frames, 2x2 grid for 4 images, fixed size at 80 dpi.
     assert frames_of(out / "glimpses.gif") == ((360, 400), 3)
     w, h = decodes(out / "glimpses.png")
@@ -252,11 +247,11 @@ def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
 
 
 def test_missing_or_corrupt_checkpoint_fails_in_one_line(tmp_path, tiny_ckpt):
-    assert_one_line_error(run("--ckpt", tmp_path / "nope.pdparams", "--data_dir",
+    assert_one_error_line(run("--ckpt", tmp_path / "nope.pdparams", "--data_dir",
                               tiny_ckpt["data"], "--out", tmp_path / "o"))
     bad = tmp_path / "bad.pdparams"
     bad.write_bytes(b"garbage")
-    assert_one_line_error(run("--ckpt", bad, "--data_dir", tiny_ckpt["data"],
+    assert_one_error_line(run("--ckpt", bad, "--data_dir", tiny_ckpt["data"],
                               "--out", tmp_path / "o"))
     assert not (tmp_path / "o").exists()
 
@@ -336,24 +331,25 @@ def test_compare_runs_table_and_png(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "46.43 (2)" in done.stdout
     decodes(tmp_path / "plots" / "compare.png")
-    assert_one_line_error(run("--compare", a, tmp_path / "missing.jsonl", cwd=tmp_path))
+    assert_one_error_line(run("--compare", a, tmp_path / "missing.jsonl", cwd=tmp_path))
 
 
-def _eval_run(args, err):
-    return (f"$ python main.py --is_train=False {args}\n[*] Evaluated 10000 images\n"
-            f"[*] Test Acc: {10000 - int(err * 100)}/10000 ({100 - err:.2f}% - {err:.2f}%)\n")
+def _test_record(err, M=1, default_std=True, seed=1):
+    return json.dumps({"seed": seed, "M": M, "std": 0.02, "default_std": default_std,
+                       "correct": 10000 - int(err * 100), "n": 10000, "error": err}) + "\n"
 
 
 def test_results_figure_means_the_default_protocol_runs(tmp_path):
-    """Each task's bars are means over the logged seeds, per M; a run at another --eval_std is
-    not the table's protocol and stays out; a task without a log has no group."""
+    """Each task's bars are means over the recorded seeds, per M; a test at another
+    --eval_std is not the table's protocol and stays out; a task without records has no
+    group."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / "eval_ram_6_8x8_1.log").write_text(
-        "# header\n" + _eval_run("--random_seed 1", 1.0) + _eval_run("--random_seed 2 --M 1", 1.2)
-        + _eval_run("--random_seed 1 --M 10", 0.5) + _eval_run("--eval_std 0", 3.0))
-    (logs / "eval_ram_6_12x12_3_cluttered60.log").write_text(_eval_run("--random_seed 1", 6.0))
-    (logs / "eval_reference.log").write_text(_eval_run("--random_seed 1", 1.3))
+    (logs / "eval_ram_6_8x8_1.jsonl").write_text(
+        _test_record(1.0) + _test_record(1.2, seed=2) + _test_record(0.5, M=10)
+        + _test_record(3.0, default_std=False))
+    (logs / "eval_ram_6_12x12_3_cluttered60.jsonl").write_text(_test_record(6.0))
+    (logs / "eval_reference.jsonl").write_text(_test_record(1.3))
     png, table = pg.plot_results(str(logs), str(tmp_path / "r.png"))
     decodes(png)
     header, mnist, cluttered = [line.split("  ") for line in table.splitlines()]
@@ -363,15 +359,31 @@ def test_results_figure_means_the_default_protocol_runs(tmp_path):
     done = run("--results", logs, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     decodes(tmp_path / "plots" / "results.png")
-    assert_one_line_error(run("--results", tmp_path, cwd=tmp_path))  # no eval logs there
+    assert_one_error_line(run("--results", tmp_path, cwd=tmp_path))  # no records there
+
+
+def test_a_test_run_appends_its_record(tiny_run, tiny_data, tmp_path):
+    from conftest import run_main
+    ckpt = tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"
+    for extra in ([], ["--eval_std", "0"]):
+        res = run_main(["--is_train=False", "--ckpt", ckpt, "--data_dir", tiny_data,
+                        "--logs_dir", tmp_path, *extra], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    first, second = [json.loads(line) for line in
+                     (tmp_path / "ram_2_8x8_1_test.jsonl").read_text().splitlines()]
+    assert first["n"] == 300 and first["M"] == 1 and first["default_std"] is True
+    assert first["std"] == 0.02 and second["std"] == 0 and second["default_std"] is False
+    assert f"Test Acc: {first['correct']}/300" in res.stdout or second["correct"] >= 0
+    assert {"found", "err_found", "err_lost", "dist"} <= set(first)
+    assert pg.read_test_records(str(tmp_path / "ram_2_8x8_1_test.jsonl")) == {1: [first["error"]]}
 
 
 def test_curves_errors_are_one_line(tmp_path):
-    assert_one_line_error(run("--curves", tmp_path / "missing.jsonl", cwd=tmp_path))
+    assert_one_error_line(run("--curves", tmp_path / "missing.jsonl", cwd=tmp_path))
     empty = tmp_path / "empty_metrics.jsonl"
     empty.write_text("")
-    assert_one_line_error(run("--curves", empty, cwd=tmp_path))
+    assert_one_error_line(run("--curves", empty, cwd=tmp_path))
     log = tmp_path / "ram_6_8x8_1.log"  # a text log is not a metrics file
     log.write_text("[*] ram_6_8x8_1 on cpu: nothing yet\n")
-    assert_one_line_error(run("--curves", log, cwd=tmp_path))
+    assert_one_error_line(run("--curves", log, cwd=tmp_path))
     assert not (tmp_path / "plots").exists()

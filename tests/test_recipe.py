@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import acc_lines, run_main
+from conftest import acc_lines, run_main
 from model import RecurrentAttention
 from model import hybrid_loss, rollout_loss
 

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import naive_glimpse, naive_glimpses, naive_patches
+from conftest import naive_glimpse, naive_glimpses, naive_patches
 from modules import Retina
 
 

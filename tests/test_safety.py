@@ -3,6 +3,7 @@ divergence, exact resumption inside an epoch, file-system failures and bad input
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -10,16 +11,10 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import ROOT, acc_lines, epoch_lines, run_main
+from conftest import ROOT, acc_lines, epoch_lines, load_ckpt, run_main, train_args
 from test_errors import assert_one_error_line
 
 NAME = "ram_2_8x8_1"
-
-
-def train_args(data, work, *extra):
-    return ["--data_dir", data, "--batch_size", "32", "--num_glimpses", "2", "--plot_freq", "0",
-            "--ckpt_dir", work / "ckpt", "--logs_dir", work / "logs", "--plot_dir", work / "plots",
-            *extra]
 
 
 def digest(folder):
@@ -33,10 +28,6 @@ def digest(folder):
             with open(path, "rb") as f:
                 out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
     return out
-
-
-def load(path):
-    return paddle.load(str(path))
 
 
 # ------------------------------------------------------------------ shipped files
@@ -75,7 +66,7 @@ def test_testing_logs_apart_and_names_its_checkpoint(tiny_run, tiny_data, tmp_pa
     assert len(acc_lines(test_log)) == 1
     lines = res.stdout.splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith("[*] Test Acc:"))
-    assert lines[i - 1].startswith(f"[*] Checkpoint {best}: epoch {load(best)['epoch']}, {NAME}")
+    assert lines[i - 1].startswith(f"[*] Checkpoint {best}: epoch {load_ckpt(best)['epoch']}, {NAME}")
 
 
 # ------------------------------------------------------------------ another run's checkpoints
@@ -120,7 +111,7 @@ def test_stale_temporaries_of_dead_runs_are_removed(tiny_data, tmp_path):
 def poisoned(src, dst, scale=None, nan=False):
     """A copy of checkpoint src with the core's weights scaled (training then blows up) or
     one weight set to NaN."""
-    state = load(src)
+    state = load_ckpt(src)
     w = np.asarray(state["model_state"]["rnn.h2h.weight"]).copy()
     if nan:
         w[0, 0] = np.nan
@@ -169,7 +160,8 @@ def test_nan_locations_do_not_index_outside_the_image():
     from modules import Retina
     x = paddle.rand([2, 1, 28, 28])
     l = paddle.to_tensor([[float("nan"), 0.3], [0.1, float("nan")]])
-    phi = Retina(8, 2, 2).foveate(x, l)
+    retina = Retina(8, 2, 2)
+    phi = retina.foveate(retina.scene(x), l)
     assert phi.shape == [2, 2 * 64] and bool(paddle.isfinite(phi).all())
 
 
@@ -181,8 +173,7 @@ def test_interrupted_mid_epoch_resumes_bit_identical(tiny_data, tmp_path, monkey
     import trainer as trainer_module
 
     def run(work, *extra):
-        return main_module.main([str(a) for a in train_args(tiny_data, work, "--save_freq", "1",
-                                                            "--shift", "1", *extra)])
+        return main_module.main([str(a) for a in train_args(tiny_data, work, *extra)])
 
     assert run(tmp_path / "straight", "--epochs", "3") == 0
     calls = {"n": 0}
@@ -192,18 +183,18 @@ def test_interrupted_mid_epoch_resumes_bit_identical(tiny_data, tmp_path, monkey
         calls["n"] += 1
         out = step(self, *a, **k)
         if calls["n"] == 17 + 5:  # 17 batches an epoch: batch 5 of epoch 2
-            self._stop_requested = True
+            self.stopped_by = signal.SIGINT
         return out
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", interrupting_step)
-    assert run(tmp_path / "split", "--epochs", "3") == 0
+    assert run(tmp_path / "split", "--epochs", "3") == 130
     monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
     interrupted = tmp_path / "split" / "ckpt" / f"{NAME}_interrupted.pdparams"
-    position = load(interrupted)["position"]
-    assert load(interrupted)["epoch"] == 1 and position["batches"] == 5
+    position = load_ckpt(interrupted)["position"]
+    assert load_ckpt(interrupted)["epoch"] == 1 and position["batches"] == 5
     assert run(tmp_path / "split", "--epochs", "3", "--resume=True", "--ckpt", interrupted) == 0
-    a = load(tmp_path / "straight" / "ckpt" / f"{NAME}_ckpt3.pdparams")
-    b = load(tmp_path / "split" / "ckpt" / f"{NAME}_ckpt3.pdparams")
+    a = load_ckpt(tmp_path / "straight" / "ckpt" / f"{NAME}_ckpt3.pdparams")
+    b = load_ckpt(tmp_path / "split" / "ckpt" / f"{NAME}_ckpt3.pdparams")
     for key in a["model_state"]:
         np.testing.assert_array_equal(np.asarray(a["model_state"][key]),
                                       np.asarray(b["model_state"][key]), err_msg=key)
@@ -285,7 +276,7 @@ def copy_data(src, dst):
 
 
 def test_labels_outside_the_classes(tiny_data, tmp_path):
-    from _util import write_idx
+    from conftest import write_idx
     from data_loader import read_idx
     data = copy_data(tiny_data, tmp_path / "data")
     path = data / "train-labels-idx1-ubyte.gz"
@@ -337,34 +328,33 @@ def test_interrupted_again_before_the_first_resumed_batch(tiny_data, tmp_path, m
     import trainer as trainer_module
 
     def run(work, *extra):
-        return main_module.main([str(a) for a in train_args(tiny_data, work, "--save_freq", "1",
-                                                            *extra)])
+        return main_module.main([str(a) for a in train_args(tiny_data, work, *extra)])
 
     assert run(tmp_path / "straight", "--epochs", "2") == 0
-    step, check = trainer_module.Trainer.train_step, trainer_module.Trainer._check_fused_step
+    step, epoch = trainer_module.Trainer.train_step, trainer_module.Trainer.train_one_epoch
     calls = {"n": 0}
 
     def interrupting_step(self, *a, **k):
         calls["n"] += 1
         out = step(self, *a, **k)
         if calls["n"] == 5:
-            self._stop_requested = True
+            self.stopped_by = signal.SIGINT
         return out
 
     def stop_at_once(self, loader):
-        check(self, loader)
-        self._stop_requested = True
+        self.stopped_by = signal.SIGINT  # before the resumed epoch's first batch
+        return epoch(self, loader)
 
     monkeypatch.setattr(trainer_module.Trainer, "train_step", interrupting_step)
-    assert run(tmp_path / "split", "--epochs", "2") == 0
+    assert run(tmp_path / "split", "--epochs", "2") == 130
     interrupted = tmp_path / "split" / "ckpt" / f"{NAME}_interrupted.pdparams"
     monkeypatch.setattr(trainer_module.Trainer, "train_step", step)
-    monkeypatch.setattr(trainer_module.Trainer, "_check_fused_step", stop_at_once)
+    monkeypatch.setattr(trainer_module.Trainer, "train_one_epoch", stop_at_once)
+    assert run(tmp_path / "split", "--epochs", "2", "--resume=True", "--ckpt", interrupted) == 130
+    assert load_ckpt(interrupted)["position"]["batches"] == 5
+    monkeypatch.setattr(trainer_module.Trainer, "train_one_epoch", epoch)
     assert run(tmp_path / "split", "--epochs", "2", "--resume=True", "--ckpt", interrupted) == 0
-    assert load(interrupted)["position"]["batches"] == 5
-    monkeypatch.setattr(trainer_module.Trainer, "_check_fused_step", check)
-    assert run(tmp_path / "split", "--epochs", "2", "--resume=True", "--ckpt", interrupted) == 0
-    a = load(tmp_path / "straight" / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
-    b = load(tmp_path / "split" / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    a = load_ckpt(tmp_path / "straight" / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
+    b = load_ckpt(tmp_path / "split" / "ckpt" / f"{NAME}_ckpt2.pdparams")["model_state"]
     for key in a:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)

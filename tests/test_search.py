@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from _util import run_main
+from conftest import run_main
 from data_loader import TensorLoader, make_loader
 from model import FOUND_RADIUS, RecurrentAttention, SearchMeter
 import plot_glimpses

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from _util import acc_lines, run_main
+from conftest import acc_lines, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGGED = ROOT / "logs" / "pretrained" / "eval_ram_6_8x8_1.log"

@@ -1,7 +1,7 @@
 """--use_tensorboard writes the per-epoch scalars, readable with tensorboardX's own protobuf."""
 import struct
 
-from _util import run_main
+from conftest import run_main
 from config import get_config
 
 
