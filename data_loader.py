@@ -360,6 +360,15 @@ def get_train_valid_loader(data_dir, batch_size, random_seed, valid_size=0.1, da
     return train, valid
 
 
+def validation_loader(config, data_dir, batch_size):
+    """The validation split a checkpoint was trained against, given the config
+    checkpoint.load_model returns for it (its stored seed and split size)."""
+    _, loader = get_train_valid_loader(
+        data_dir, batch_size, config.random_seed, config.valid_size, dataset=config.dataset,
+        canvas=config.canvas, clutter=config.clutter)
+    return loader
+
+
 def get_test_loader(data_dir, batch_size, dataset="mnist", canvas=60, clutter=None):
     images, labels = load_mnist(data_dir, "test")
     return make_loader(images, labels, batch_size, dataset, canvas, clutter, fixed_seed=TEST_SEED)

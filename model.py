@@ -9,9 +9,13 @@ A rollout of T glimpses on images x [B, C, H, W]:
 
 `rollout_loss` is the one episode that training, validation, testing and the benchmarks run:
 the rollout and its hybrid loss (supervised classification, the baseline's regression and
-REINFORCE for the locations), whose gradient Paddle's autograd computes.
+REINFORCE for the locations), whose gradient Paddle's autograd computes; `predict` runs it at
+the policy's mean (export, paddle.hub). `evaluate` runs it over a data set with draws that
+belong to the images, and SearchMeter splits its error into search and recognition.
 """
 from typing import NamedTuple
+
+import numpy as np
 
 import paddle
 import paddle.nn as nn
@@ -196,7 +200,7 @@ def hybrid_loss(log_probas, log_pi, baselines, y, reinforce_weight, loo=0):
     """The hybrid loss of an episode, from log_probas [N, classes], log_pi [N, T] and
     baselines [N, T], with R = 1 for a correct final classification, else 0, at every step:
 
-        L = NLL(log p(y)) + mean_t (b_t - R)^2 + lambda * mean_N sum_t -log pi_t (R - b_t)
+        L = NLL(log p(y)) + mean_{N,t} (b_t - R)^2 + lambda * mean_N sum_t -log pi_t (R - b_t)
 
     lambda = reinforce_weight, b_t detached in the REINFORCE term. loo = K > 1: the N rows
     are K rollouts of N / K images (row k * N/K + i is rollout k of image i), and the
@@ -273,3 +277,56 @@ class SearchMeter:
                 f"err found {s['err_found']:.2f}% lost {s['err_lost']:.2f}% "
                 f"(lost: {s['lost_errors']:.0f}% of errors) | dist/glimpse "
                 + " ".join(f"{d:.1f}" for d in s["dist"]) + " px")
+
+
+class Evaluation(NamedTuple):
+    loss: float
+    acc: float                 # % of the images right
+    correct: int
+    search: dict               # model.SearchMeter.summary
+
+
+def seeded_batches(model, loader, num_glimpses, M, seed):
+    """Evaluation batches (x, y, l_0, noise, centres) whose random draws belong to the images:
+    image i of the set gets its first fixations and policy noise from (seed, i) alone, so an
+    evaluation counts the same at any batch size, on one process or several, on any device.
+
+    The draws of the whole set, uniform l_0 [N, M, 2] and standard-normal noise
+    [N, M, P + T, 2], are made once on the host and gathered per batch into the layout of
+    rollout_loss: l_0 [M*B, 2] (None unless the first fixation is random) and
+    noise [P + T, M*B, 2], copy m of image b at row m*B + b; with them the digits' centres
+    [B, 2] (data_loader's digit_centres), which the search report reads."""
+    n, steps = loader.num_samples, model.policy_steps_before_first_glimpse + num_glimpses
+    rng = np.random.RandomState(seed)
+    l_0_all = paddle.to_tensor(rng.uniform(-1.0, 1.0, (n, M, 2)).astype(np.float32))
+    noise_all = paddle.to_tensor(rng.standard_normal((n, M, steps, 2)).astype(np.float32))
+    for idx, x, y in loader.iterate(with_index=True):
+        B = x.shape[0]
+        noise = paddle.gather(noise_all, idx).transpose([2, 1, 0, 3]).reshape([steps, M * B, 2])
+        l_0 = None
+        if model.first_fixation == "random":
+            l_0 = paddle.gather(l_0_all, idx).transpose([1, 0, 2]).reshape([M * B, 2])
+        yield x, y, l_0, noise, loader.digit_centres(idx)
+
+
+@paddle.no_grad()
+def evaluate(model, loader, num_glimpses, M=1, seed=1, std=None, sum_over_ranks=None):
+    """The Evaluation of `model` over a loader: M samples per image at policy std `std`
+    (None: the training std) on the draws of seeded_batches(seed)."""
+    model.eval()
+    loss_sum, correct = paddle.zeros([]), paddle.zeros([])
+    search = SearchMeter(num_glimpses)
+    for x, y, l_0, noise, centres in seeded_batches(model, loader, num_glimpses, M, seed):
+        ep = rollout_loss(model, x, y, num_glimpses, M, l_0=l_0, noise=noise, std=std)
+        loss_sum += ep.loss * x.shape[0]
+        correct += ep.correct
+        search.add(model.fixation_pixels(x, ep.locs), centres, ep.log_probas.argmax(1) == y)
+    totals = [float(loss_sum), float(correct)] + search.totals()
+    loss_sum, correct, *totals = (sum_over_ranks or list)(totals)
+    n, correct = loader.num_samples, int(round(correct))
+    return Evaluation(loss_sum / n, 100.0 * correct / n, correct, SearchMeter.summary(totals))
+
+
+def error_rate(model, loader, num_glimpses, M=1, seed=1, std=None):
+    """Test error (%) of `model` over a loader (evaluate)."""
+    return 100.0 - evaluate(model, loader, num_glimpses, M, seed, std).acc

@@ -446,7 +446,7 @@ def search_records(model, cfg, loader, seed):
     centres [N, 2] and the fixations [T, N, 2] in pixels (column, row), and correct [N]."""
     import paddle
     from model import rollout_loss
-    from trainer import seeded_batches
+    from model import seeded_batches
     T = int(cfg.num_glimpses)
     centres, fixations, correct = [], [], []
     with paddle.no_grad():

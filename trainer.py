@@ -12,7 +12,6 @@ import pickle
 import signal
 import sys
 import time
-from typing import NamedTuple
 
 import numpy as np
 import paddle
@@ -21,9 +20,8 @@ import paddle.nn as nn
 from tqdm import tqdm
 
 import checkpoint
-import data_loader
 from config import DIR_KEYS
-from model import SearchMeter, build_model, rollout_loss
+from model import SearchMeter, build_model, evaluate, rollout_loss
 from utils import (RamError, check_batch_split, check_not_pretrained, ensure_dir, get_logger,
                    init_distributed, model_name)
 
@@ -32,67 +30,6 @@ from utils import (RamError, check_batch_split, check_not_pretrained, ensure_dir
 VALID_NOISE_SEED = 1
 REFRESH = 50  # batches between progress-bar updates of loss and accuracy (a host sync each)
 
-
-class Evaluation(NamedTuple):
-    loss: float
-    acc: float                 # % of the images right
-    correct: int
-    search: dict               # model.SearchMeter.summary
-
-
-def seeded_batches(model, loader, num_glimpses, M, seed):
-    """Evaluation batches (x, y, l_0, noise, centres) whose random draws belong to the images:
-    image i of the set gets its first fixations and policy noise from (seed, i) alone, so an
-    evaluation counts the same at any batch size, on one process or several, on any device.
-
-    The draws of the whole set, uniform l_0 [N, M, 2] and standard-normal noise
-    [N, M, P + T, 2], are made once on the host and gathered per batch into the layout of
-    rollout_loss: l_0 [M*B, 2] (None unless the first fixation is random) and
-    noise [P + T, M*B, 2], copy m of image b at row m*B + b; with them the digits' centres
-    [B, 2] (data_loader's digit_centres), which the search report reads."""
-    n, steps = loader.num_samples, model.policy_steps_before_first_glimpse + num_glimpses
-    rng = np.random.RandomState(seed)
-    l_0_all = paddle.to_tensor(rng.uniform(-1.0, 1.0, (n, M, 2)).astype(np.float32))
-    noise_all = paddle.to_tensor(rng.standard_normal((n, M, steps, 2)).astype(np.float32))
-    for idx, x, y in loader.iterate(with_index=True):
-        B = x.shape[0]
-        noise = paddle.gather(noise_all, idx).transpose([2, 1, 0, 3]).reshape([steps, M * B, 2])
-        l_0 = None
-        if model.first_fixation == "random":
-            l_0 = paddle.gather(l_0_all, idx).transpose([1, 0, 2]).reshape([M * B, 2])
-        yield x, y, l_0, noise, loader.digit_centres(idx)
-
-
-@paddle.no_grad()
-def evaluate(model, loader, num_glimpses, M=1, seed=1, std=None, sum_over_ranks=None):
-    """The Evaluation of `model` over a loader: M samples per image at policy std `std`
-    (None: the training std) on the draws of seeded_batches(seed)."""
-    model.eval()
-    loss_sum, correct = paddle.zeros([]), paddle.zeros([])
-    search = SearchMeter(num_glimpses)
-    for x, y, l_0, noise, centres in seeded_batches(model, loader, num_glimpses, M, seed):
-        ep = rollout_loss(model, x, y, num_glimpses, M, l_0=l_0, noise=noise, std=std)
-        loss_sum += ep.loss * x.shape[0]
-        correct += ep.correct
-        search.add(model.fixation_pixels(x, ep.locs), centres, ep.log_probas.argmax(1) == y)
-    totals = [float(loss_sum), float(correct)] + search.totals()
-    loss_sum, correct, *totals = (sum_over_ranks or list)(totals)
-    n, correct = loader.num_samples, int(round(correct))
-    return Evaluation(loss_sum / n, 100.0 * correct / n, correct, SearchMeter.summary(totals))
-
-
-def error_rate(model, loader, num_glimpses, M=1, seed=1, std=None):
-    """Test error (%) of `model` over a loader (evaluate)."""
-    return 100.0 - evaluate(model, loader, num_glimpses, M, seed, std).acc
-
-
-def validation_loader(config, data_dir, batch_size):
-    """The validation split a checkpoint was trained against, given the config
-    checkpoint.load_model returns for it (its stored seed and split size)."""
-    _, loader = data_loader.get_train_valid_loader(
-        data_dir, batch_size, config.random_seed, config.valid_size, dataset=config.dataset,
-        canvas=config.canvas, clutter=config.clutter)
-    return loader
 
 
 class EpisodeLayer(nn.Layer):

@@ -26,7 +26,8 @@ tune_cpu_env()  # before Paddle loads, exactly as main.py
 
 import data_loader  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from trainer import error_rate, validation_loader  # noqa: E402
+from data_loader import validation_loader  # noqa: E402
+from model import error_rate  # noqa: E402
 from utils import one_line_errors  # noqa: E402
 
 

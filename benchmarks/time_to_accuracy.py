@@ -26,7 +26,8 @@ from utils import tune_cpu_env  # noqa: E402
 tune_cpu_env()  # before Paddle loads, exactly as main.py
 
 from checkpoint import load_model  # noqa: E402
-from trainer import error_rate, validation_loader  # noqa: E402
+from data_loader import validation_loader  # noqa: E402
+from model import error_rate  # noqa: E402
 from utils import RamError, one_line_errors  # noqa: E402
 
 

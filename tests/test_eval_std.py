@@ -12,7 +12,8 @@ import data_loader
 from conftest import cli_env, run_main
 from config import EVAL_STD, get_config
 from model import rollout_loss
-from trainer import Trainer, seeded_batches
+from model import seeded_batches
+from trainer import Trainer
 from utils import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def test_validation_loader_uses_the_split_the_checkpoint_stores(tiny_run, tiny_d
     images, not on those of config.py's defaults."""
     from data_loader import load_mnist, split_indices
     from checkpoint import load_model
-    from trainer import validation_loader
+    from data_loader import validation_loader
     state = paddle.load(str(tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"))
     state["config"].update(random_seed=3, valid_size=0.2)
     path = str(tmp_path / "seed3.pdparams")
