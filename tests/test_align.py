@@ -196,6 +196,7 @@ def test_round_trip_paddle_torch_paddle_is_bit_identical(tmp_path, capsys):
     assert network_config(final["config"]) == SMALL
 
 
+@pytest.mark.slow
 def test_random_torch_checkpoint_converts_and_check_passes(converted):
     out, res = converted
     diffs = assert_check_passed(res)
@@ -207,12 +208,14 @@ def test_random_torch_checkpoint_converts_and_check_passes(converted):
     assert network_config(state["config"]) == SMALL  # from --params_json: the file has none
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_evaluates_with_main(converted, tiny_test_data, tmp_path):
     out, res = converted
     assert res.returncode == 0, res.stdout + res.stderr
     evaluate(out, tiny_test_data, tmp_path)
 
 
+@pytest.mark.slow
 def test_transposed_square_weight_fails_check(random_torch, converted, tmp_path, capsys,
                                               monkeypatch):
     ckpt, params = random_torch
@@ -269,6 +272,7 @@ def test_wrong_keys_and_shapes_are_named_without_traceback(random_torch, tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_reference_checkpoint_to_torch_check_passes(tmp_path, capsys):
     ref = require(REFERENCE, "reference checkpoint")
     pth = tmp_path / "ram_6_8x8_1_model_best.pth.tar"
@@ -282,6 +286,7 @@ def test_reference_checkpoint_to_torch_check_passes(tmp_path, capsys):
         torch_shapes(obj["config"])
 
 
+@pytest.mark.slow
 def test_reference_round_trip_keeps_its_accuracy(tmp_path, tiny_test_data, capsys):
     ref = require(REFERENCE, "reference checkpoint")
     pth, back = tmp_path / "ref.pth.tar", tmp_path / "ref.pdparams"

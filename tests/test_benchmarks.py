@@ -8,6 +8,7 @@ import pytest
 
 from conftest import cli_env
 
+pytestmark = pytest.mark.slow  # each runs a benchmark script end to end
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -16,6 +16,8 @@ from checkpoint import load_model
 from config import EVAL_STD, MODE_KEYS, SPLIT_KEYS, get_config
 from utils import ARCH_KEYS
 
+pytestmark = pytest.mark.slow  # main.py training runs end to end
+
 NAME = "ram_2_8x8_1"
 INIT_LR = get_config([])[0].init_lr  # the runs here use the default learning rate
 BATCHES_PER_EPOCH = 17            # ceil(540 / 32)

@@ -403,6 +403,7 @@ def test_training_placements_are_independent_of_the_batch_order():
 
 
 # ------------------------------------------------------------------ main.py end to end
+@pytest.mark.slow
 def test_cli_trains_and_tests_translated(tiny_data, tmp_path):
     name = "ram_2_8x8_1_translated40"
     common = ["--data_dir", tiny_data, "--logs_dir", tmp_path / "logs",

@@ -16,6 +16,8 @@ import pytest
 from conftest import (MAIN, ROOT, acc_lines, beta1_pow, cli_env, epoch_lines, run_main,
                       train_args)
 
+pytestmark = pytest.mark.slow  # several processes under paddle.distributed.launch
+
 NAME = "ram_2_8x8_1"
 WORLD = 2
 STEPS_PER_EPOCH = 17              # ceil(540 / 32) global batches, whatever the # of processes
@@ -110,6 +112,7 @@ import sys
 from pathlib import Path
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
 from test_distributed import run_steps
+
 run_steps(Path(sys.argv[1]))
 """
 

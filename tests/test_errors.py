@@ -108,6 +108,7 @@ def test_missing_data_dir_names_the_expected_files(tmp_path):
     assert secs < 60                                # the offline download gives up quickly
 
 
+@pytest.mark.slow
 def test_missing_test_data_names_the_test_files(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "home").mkdir()
@@ -173,6 +174,7 @@ def test_disagreeing_image_and_label_files(tiny_data, tmp_path):
 
 
 # ------------------------------------------------------------------ checkpoints
+@pytest.mark.slow
 def test_missing_checkpoint_lists_the_folder(ckpt_copy, tmp_path):
     res = run_main(["--is_train=False", "--ckpt", ckpt_copy / f"{NAME}_ckpt7.pdparams",
                     "--logs_dir", tmp_path / "logs"], cwd=tmp_path, timeout=60)
@@ -193,6 +195,7 @@ def test_resume_without_checkpoint(tmp_path):
     assert_one_error_line(res, "no latest checkpoint of ram_6_8x8_1", "--ckpt FILE")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random_bytes", "truncated", "not_a_ram_checkpoint"])
 def test_corrupt_checkpoint(tiny_run, tmp_path, kind):
     ck = tmp_path / "ckpt"
@@ -213,6 +216,7 @@ def test_corrupt_checkpoint(tiny_run, tmp_path, kind):
     assert_one_error_line(res, needle, target.name)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_architecture(tiny_run, tmp_path):
     """Flags given on resume override the stored config, but not the architecture."""
     res = run_main(["--resume=True", "--ckpt_dir", tiny_run.ckpt_dir, "--num_glimpses", "2",

@@ -46,20 +46,23 @@ def test_evaluate_samples_at_the_eval_std_and_training_keeps_its_std(tmp_path):
     assert loss != pytest.approx(loss_at(trainer.model, loader, 0.1, 7), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_validation_during_training_samples_at_the_training_std(tmp_path, monkeypatch):
     """--eval_std is for testing: the validation of train() samples at --std, in eval mode."""
+    import model as model_module
     import trainer as trainer_module
     trainer, loader = trainer_and_loader(tmp_path, "--eval_std", "0.03", "--epochs", "1",
                                          "--ckpt_dir", str(tmp_path), "--plot_freq", "0",
                                          "--plot_dir", str(tmp_path / "plots"))
     seen = []
-    episode = trainer_module.rollout_loss
+    episode = model_module.rollout_loss
 
     def spy(model, *args, std=None, **kwargs):
         seen.append((model.training, std))
         return episode(model, *args, std=std, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "rollout_loss", spy)
+    monkeypatch.setattr(trainer_module, "rollout_loss", spy)   # training's episodes
+    monkeypatch.setattr(model_module, "rollout_loss", spy)     # evaluate's
     trainer.train(loader, loader)
     assert (True, None) in seen                        # training: the training std
     assert [s for s in seen if not s[0]] == [(False, 0.1)] * 3   # validation, 3 batches
@@ -85,6 +88,7 @@ def test_eval_and_valid_std_bounds(tmp_path, flag, value, bound):
     assert res.stderr.strip().splitlines() == [f"error: {flag} must be {bound} (got {float(value)})"]
 
 
+@pytest.mark.slow
 def test_eval_noise_sweeps_stds_on_the_validation_split(tiny_run, tiny_data):
     best = tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"
     res = subprocess.run(
@@ -99,6 +103,7 @@ def test_eval_noise_sweeps_stds_on_the_validation_split(tiny_run, tiny_data):
         assert all(c.count("(") == 1 and c.endswith(")") for c in cells), r
 
 
+@pytest.mark.slow
 def test_validation_loader_uses_the_split_the_checkpoint_stores(tiny_run, tiny_data, tmp_path):
     """A run trained with --random_seed 3 --valid_size 0.2 is scored on its own held-out
     images, not on those of config.py's defaults."""

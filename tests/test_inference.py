@@ -11,6 +11,8 @@ import pytest
 from conftest import ROOT, cli_env, run_main
 from conftest import in_ci
 
+pytestmark = pytest.mark.slow  # exports and whole test sets
+
 SHIPPED = ROOT / "ckpt" / "pretrained" / "ram_6_8x8_1_model_best.pdparams"
 TRANSLATED = ROOT / "ckpt" / "pretrained" / "ram_6_12x12_3_translated60_model_best.pdparams"
 

@@ -137,6 +137,7 @@ def write_dumps(folder, epoch, n=9, T=4, seed=0):
             pickle.dump(value, f)
 
 
+@pytest.mark.slow
 def test_dump_mode_writes_gif_and_png(tmp_path):
     plot_dir = tmp_path / "plots" / "ram_4_6x6_2"
     write_dumps(plot_dir, 5, n=9, T=4)
@@ -147,6 +148,7 @@ def test_dump_mode_writes_gif_and_png(tmp_path):
     decodes(plot_dir / "epoch_5.png")
 
 
+@pytest.mark.slow
 def test_dump_mode_reads_params_json_and_latest_epoch(tmp_path):
     import json
     plot_dir = tmp_path / "plots" / "ram_2_4x4_1"
@@ -209,6 +211,7 @@ def tiny_ckpt(mnist_dir, tmp_path_factory):
     return dict(done=done, out=out, ckpt=ckpt, data=data, tmp=tmp)
 
 
+@pytest.mark.slow
 def test_ckpt_mode_writes_gif_png_and_retina(tiny_ckpt):
     done, out = tiny_ckpt["done"], tiny_ckpt["out"]
     assert done.returncode == 0, done.stderr
@@ -222,6 +225,7 @@ def test_ckpt_mode_writes_gif_png_and_retina(tiny_ckpt):
     assert not (out / "glimpses.mp4").exists() or pg.shutil.which("ffmpeg")
 
 
+@pytest.mark.slow
 def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
     """The locations drawn are the model's own rollout, and its patches are the Retina's."""
     import data_loader
@@ -246,6 +250,7 @@ def test_ckpt_mode_boxes_follow_the_model(tiny_ckpt):
             assert np.allclose(wide, patches[t, b, 2], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_missing_or_corrupt_checkpoint_fails_in_one_line(tmp_path, tiny_ckpt):
     assert_one_error_line(run("--ckpt", tmp_path / "nope.pdparams", "--data_dir",
                               tiny_ckpt["data"], "--out", tmp_path / "o"))
@@ -362,6 +367,7 @@ def test_results_figure_means_the_default_protocol_runs(tmp_path):
     assert_one_error_line(run("--results", tmp_path, cwd=tmp_path))  # no records there
 
 
+@pytest.mark.slow
 def test_a_test_run_appends_its_record(tiny_run, tiny_data, tmp_path):
     from conftest import run_main
     ckpt = tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"

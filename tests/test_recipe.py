@@ -161,6 +161,7 @@ def test_std_zero_follows_the_mean_deterministically():
 
 
 # ------------------------------------------------------------------ end to end
+@pytest.mark.slow
 def test_a_recipe_run_records_its_choices_and_tests_without_flags(tiny_data, tmp_path):
     recipe = ["--core", "lstm", "--first_fixation", "learned", "--rollouts", "2",
               "--reinforce_core", "True", "--reinforce_weight", "1", "--clip_grad", "5"]

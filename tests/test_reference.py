@@ -6,6 +6,8 @@ import pytest
 from conftest import acc_lines, run_main
 from model import RecurrentAttention
 
+pytestmark = pytest.mark.slow  # the reference checkpoint on the whole test set
+
 EXPECTED_SHAPES = {
     "sensor.fc1.weight": [64, 128], "sensor.fc1.bias": [128],
     "sensor.fc2.weight": [2, 128], "sensor.fc2.bias": [128],

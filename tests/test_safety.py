@@ -31,6 +31,7 @@ def digest(folder):
 
 
 # ------------------------------------------------------------------ shipped files
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--ckpt_dir", "--logs_dir", "--plot_dir"])
 def test_training_into_a_shipped_folder_is_refused(tiny_data, tmp_path, flag):
     shipped = {"--ckpt_dir": ROOT / "ckpt", "--logs_dir": ROOT / "logs",
@@ -51,6 +52,7 @@ def test_default_output_folders_are_not_the_shipped_ones():
         check_not_pretrained(os.path.join(ROOT, getattr(c, flag)), "--" + flag)  # no error
 
 
+@pytest.mark.slow
 def test_testing_logs_apart_and_names_its_checkpoint(tiny_run, tiny_data, tmp_path):
     """A test run leaves the training log alone, writes <name>_test.log, and says which file
     it evaluated on the line before the unchanged Test Acc line."""
@@ -70,6 +72,7 @@ def test_testing_logs_apart_and_names_its_checkpoint(tiny_run, tiny_data, tmp_pa
 
 
 # ------------------------------------------------------------------ another run's checkpoints
+@pytest.mark.slow
 def test_fresh_run_refuses_to_overwrite_checkpoints(tiny_data, ckpt_copy, tmp_path):
     before = digest(ckpt_copy)
     args = train_args(tiny_data, tmp_path, "--epochs", "1")
@@ -79,6 +82,7 @@ def test_fresh_run_refuses_to_overwrite_checkpoints(tiny_data, ckpt_copy, tmp_pa
     assert digest(ckpt_copy) == before
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_folder_is_refused(tiny_data, tmp_path):
     from checkpoint import RunLock
     (tmp_path / "ckpt").mkdir()
@@ -94,6 +98,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(tiny_data, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.slow
 def test_stale_temporaries_of_dead_runs_are_removed(tiny_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -122,6 +127,7 @@ def poisoned(src, dst, scale=None, nan=False):
     return dst
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_one_line_and_saves_nothing(tiny_data, ckpt_copy, tmp_path):
     bad = poisoned(ckpt_copy / f"{NAME}_ckpt2.pdparams", tmp_path / "exploding.pdparams", 1e30)
     before = {k: v for k, v in digest(ckpt_copy).items() if k.endswith(".pdparams")}
@@ -148,6 +154,7 @@ def test_check_loss_flags_non_finite_and_exploded_losses():
             t._check_loss(paddle.to_tensor(value), 1, 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["test", "resume"])
 def test_checkpoint_with_nan_weights_is_one_line(tiny_data, ckpt_copy, tmp_path, mode):
     bad = poisoned(ckpt_copy / f"{NAME}_ckpt2.pdparams", tmp_path / "nan.pdparams", nan=True)
@@ -166,6 +173,7 @@ def test_nan_locations_do_not_index_outside_the_image():
 
 
 # ------------------------------------------------------------------ exact resumption
+@pytest.mark.slow
 def test_interrupted_mid_epoch_resumes_bit_identical(tiny_data, tmp_path, monkeypatch):
     """Ctrl-C after batch 5 of epoch 2, then --resume: the same weights, optimiser state and
     epoch lines as a run never interrupted."""
@@ -209,6 +217,7 @@ def test_interrupted_mid_epoch_resumes_bit_identical(tiny_data, tmp_path, monkey
     assert "after batch 5" in logs[1] and "from batch 6" in logs[1]
 
 
+@pytest.mark.slow
 def test_epochs_not_above_the_resumed_epoch(tiny_data, ckpt_copy, tmp_path):
     res = run_main(train_args(tiny_data, tmp_path, "--resume=True", "--best", "False",
                               "--epochs", "2"), cwd=tmp_path, timeout=120)
@@ -226,6 +235,7 @@ def test_a_file_where_a_folder_should_be(tiny_data, tmp_path, flag):
                           "is a file, not a folder")
 
 
+@pytest.mark.slow
 def test_plots_that_cannot_be_written_never_stop_training(tiny_data, tmp_path):
     args = train_args(tiny_data, tmp_path, "--epochs", "1", "--plot_freq", "1")
     (tmp_path / "blocker").write_text("not a folder")
@@ -254,6 +264,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
     assert (tmp_path / "old.pdparams").read_bytes() == b"previous"
 
 
+@pytest.mark.slow
 def test_a_failing_glimpse_dump_is_a_warning(tiny_data, tmp_path, monkeypatch):
     import main as main_module
     import pickle as pickle_module
@@ -321,6 +332,7 @@ def test_torch_checkpoint_points_at_align(tmp_path):
     assert_one_error_line(res, str(pth), "PyTorch", "align.py --torch_ckpt")
 
 
+@pytest.mark.slow
 def test_interrupted_again_before_the_first_resumed_batch(tiny_data, tmp_path, monkeypatch):
     """Stopped after batch 5 of epoch 1, resumed and stopped again before any batch ran, then
     resumed once more: still the uninterrupted run's weights."""

@@ -100,12 +100,14 @@ def translated_ckpt(tiny_data, tmp_path_factory):
     return work, work / "ckpt" / "ram_2_8x8_1_translated40_model_best.pdparams", res
 
 
+@pytest.mark.slow
 def test_validation_line_reports_the_search(translated_ckpt):
     _, _, res = translated_ckpt
     assert re.search(r"^epoch 1/1 \|.*\| found [\d.]+ err found [\d.]+ lost [\d.na]+$",
                      res.stdout, re.M), res.stdout
 
 
+@pytest.mark.slow
 def test_test_run_reports_the_search_and_the_plot_maps_it(translated_ckpt, tiny_data):
     work, ckpt, _ = translated_ckpt
     res = run_main(["--is_train=False", "--ckpt", ckpt, "--data_dir", tiny_data,
@@ -120,6 +122,7 @@ def test_test_run_reports_the_search_and_the_plot_maps_it(translated_ckpt, tiny_
     assert out.stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_search_plot_refuses_a_28x28_model(tiny_run, capsys):
     ckpt = tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"
     assert plot_glimpses.main(["--search", str(ckpt)]) == 2

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import acc_lines, run_main
 
+pytestmark = pytest.mark.slow  # the shipped model on the whole test set
+
 ROOT = Path(__file__).resolve().parents[1]
 LOGGED = ROOT / "logs" / "pretrained" / "eval_ram_6_8x8_1.log"
 

@@ -1,8 +1,12 @@
 """--use_tensorboard writes the per-epoch scalars, readable with tensorboardX's own protobuf."""
 import struct
 
+import pytest
+
 from conftest import run_main
 from config import get_config
+
+pytestmark = pytest.mark.slow  # a training run
 
 
 def read_scalars(event_file):
