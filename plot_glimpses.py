@@ -598,16 +598,9 @@ def read_metrics(path):
         raise RamError(f"metrics file {path} not found; training writes "
                        "<logs_dir>/<model_name>_metrics.jsonl")
     rows = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                rows[int(record["epoch"])] = record
-            except (ValueError, KeyError, TypeError):
-                raise RamError(f"{path} line {n} is not an epoch record (JSON with an "
-                               "'epoch'); pass a <name>_metrics.jsonl file") from None
+    for record in json_records(path, "an epoch record (JSON with an 'epoch'); pass a "
+                                     "<name>_metrics.jsonl file", "epoch"):
+        rows[int(record["epoch"])] = record
     if not rows:
         raise RamError(f"{path} has no epoch records; train for at least one epoch first")
     epochs = sorted(rows)
@@ -734,18 +727,28 @@ def read_test_records(path):
     that main.py --is_train=False appends to, one JSON object per test). Tests at another
     --eval_std than the checkpoint's are left out: the table's protocol is the default std."""
     errors = {}
+    for record in json_records(path, "a test record (JSON with M and error)", "M", "error"):
+        if record.get("default_std", True):
+            errors.setdefault(int(record["M"]), []).append(float(record["error"]))
+    return errors
+
+
+def json_records(path, what, *keys):
+    """The JSON objects of a JSON-lines file, each with `keys`; one RamError naming the first
+    line that is not `what`."""
+    records = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                if record.get("default_std", True):
-                    errors.setdefault(int(record["M"]), []).append(float(record["error"]))
+                for key in keys:
+                    float(record[key])
             except (ValueError, KeyError, TypeError):
-                raise RamError(f"{path} line {n} is not a test record (JSON with M and "
-                               "error)") from None
-    return errors
+                raise RamError(f"{path} line {n} is not {what}") from None
+            records.append(record)
+    return records
 
 
 def plot_results(log_dir, out_png):
