@@ -271,11 +271,15 @@ class SearchMeter:
                 "dist": [d / n for d in totals[4:]]}
 
     @staticmethod
-    def describe(s):
-        """One line for logs."""
-        return (f"found {s['found']:.1f}% (a fixation within {FOUND_RADIUS} px of the digit), "
-                f"err found {s['err_found']:.2f}% lost {s['err_lost']:.2f}% "
-                f"(lost: {s['lost_errors']:.0f}% of errors) | dist/glimpse "
+    def describe(s, short=False):
+        """One line for logs (short: the epoch line's part); '-' where no image counts."""
+        def pct(key, digits=2):
+            return "-" if s[key] != s[key] else f"{s[key]:.{digits}f}"  # NaN: no such images
+        if short:
+            return f"found {pct('found', 1)} err found {pct('err_found')} lost {pct('err_lost')}"
+        return (f"found {pct('found', 1)}% (a fixation within {FOUND_RADIUS} px of the digit), "
+                f"err found {pct('err_found')}% lost {pct('err_lost')}% "
+                f"(lost: {pct('lost_errors', 0)}% of errors) | dist/glimpse "
                 + " ".join(f"{d:.1f}" for d in s["dist"]) + " px")
 
 

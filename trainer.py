@@ -31,7 +31,6 @@ VALID_NOISE_SEED = 1
 REFRESH = 50  # batches between progress-bar updates of loss and accuracy (a host sync each)
 
 
-
 class EpisodeLayer(nn.Layer):
     """A whole training episode (model.rollout_loss, M = 1) as one layer's forward:
     paddle.DataParallel arms its gradient all-reduce in the forward of the layer it wraps,
@@ -54,7 +53,8 @@ class Trainer:
     dict to resume or test (checkpoint.load), read from `ckpt_file`; restart_lr: on resume,
     start a fresh lr schedule at --init_lr instead of the checkpoint's; default_std: a test
     runs at the checkpoint's own eval std (not --eval_std), which its record says; notes:
-    lines to log first; plot_curves(metrics_file, out_png): draws the learning curves when training ends.
+    lines to log first; plot_curves(metrics_file, out_png): draws the learning curves when
+    training ends.
 
     Started by paddle.distributed.launch, every process builds a Trainer: the training step
     runs under paddle.DataParallel, metrics are summed over the ranks, and only rank 0 logs
@@ -386,7 +386,7 @@ class Trainer:
             f"train loss {train_loss:.4f} acc {train_acc:.2f} | val loss {val.loss:.4f} "
             f"acc {val.acc:.2f} err {100 - val.acc:.2f} | {secs:.1f}s, total "
             f"{self.elapsed / 60:.1f} min" + (" [*]" if is_best else "")
-            + f" | found {s['found']:.1f} err found {s['err_found']:.2f} lost {s['err_lost']:.2f}")
+            + " | " + SearchMeter.describe(s, short=True))
         record = {"epoch": self.epoch, "lr": lr, "std": self.model.locator.std,
                   "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
                   "val_acc": val.acc, "secs": secs, "total_min": self.elapsed / 60, **s}
