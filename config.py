@@ -167,12 +167,12 @@ _UNSET = object()
 def get_config(argv=None):
     """(config, given): the checked config of these flags (check_config) and the set of
     flags given on the command line."""
-    seen = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
-    given = {k for k, v in vars(parser.parse_args(argv, namespace=seen)).items() if v is not _UNSET}
-    config, unparsed = parser.parse_known_args(argv)
-    if unparsed:
-        parser.error("unrecognized arguments: " + " ".join(unparsed))
-    return check_config(config), given
+    # argparse sets a default only where the namespace has no value yet: what is still unset
+    # after parsing into a namespace of sentinels was not on the command line.
+    unset = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
+    given = {k for k, v in vars(parser.parse_args(argv, namespace=unset)).items()
+             if v is not _UNSET}
+    return check_config(parser.parse_args(argv)), given
 
 
 def check_config(config):
