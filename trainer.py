@@ -455,7 +455,7 @@ class Trainer:
         file = self.save_checkpoint(position=position)
         self.logger.info(f"\n[!] Interrupted in epoch {self.epoch + 1} after batch "
                          f"{position['batches']}: saved {file}; resume with: python main.py "
-                         f"--resume=True --ckpt {file}")
+                         f"--resume=True --ckpt {os.path.abspath(file)}")
 
     def plot_curves(self):
         """Learning curves of this model's metrics (all runs, resumed ones included) as a PNG."""
