@@ -6,7 +6,7 @@ SIGTERM (its state saved: the last line says how to resume).
 import sys
 import time
 
-from utils import RamError, one_line_errors, select_device, set_seed, tune_cpu_env
+from utils import one_line_errors, select_device, set_seed, tune_cpu_env
 
 
 @one_line_errors()

@@ -1,10 +1,9 @@
-"""Small shared helpers: errors, names, seeding, device and thread set-up, logging, plots."""
+"""Small shared helpers: errors, names, output folders, seeding, devices, threads, logging."""
 import contextlib
 import functools
 import logging
 import os
 import random
-import re
 import sys
 import warnings
 
@@ -123,22 +122,6 @@ def set_seed(seed):
     paddle.seed(seed)
 
 
-@contextlib.contextmanager
-def fixed_rng(seed):
-    """Paddle's generators seeded with `seed` inside the block, and where they were outside:
-    draws made inside repeat on every entry and leave the outer stream (training's) as if
-    they had never been made."""
-    import paddle
-    cpu = paddle.base.core.default_cpu_generator()  # seed() resets it too, on any device
-    saved_cpu, saved_device = cpu.get_state(), paddle.get_rng_state()
-    paddle.seed(seed)
-    try:
-        yield
-    finally:
-        paddle.set_rng_state(saved_device)
-        cpu.set_state(saved_cpu)
-
-
 def cpu_info():
     """(vendor, set of feature flags) from /proc/cpuinfo; ("", empty set) where there is none."""
     vendor, flags = "", set()
@@ -235,23 +218,3 @@ def get_logger(name, log_file=None, console=True):
         h.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(h)
     return logger
-
-
-def save_image_grid(images, path, titles=None, nrow=3):
-    """Save a nrow x nrow grid of greyscale images [N, H, W] as a PNG (headless)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n = min(len(images), nrow * nrow)
-    fig, axes = plt.subplots(nrow, nrow, figsize=(2 * nrow, 2 * nrow))
-    for i, ax in enumerate(np.asarray(axes).ravel()):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(images[i], cmap="gray")
-            if titles is not None:
-                ax.set_title(str(titles[i]), fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path

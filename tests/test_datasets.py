@@ -19,7 +19,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, acc_lines, assert_one_error_line, cli_env, run_main, stderr_lines
+from conftest import ROOT, acc_lines, assert_one_error_line, cli_env, run_main
 from config import get_config
 from data_loader import (PIECE, TEST_SEED, VALID_SEED, CanvasLoader,
                          TensorLoader, default_clutter, get_test_loader,

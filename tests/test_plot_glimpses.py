@@ -313,7 +313,7 @@ def test_plot_curves_writes_png(tmp_path):
     done = run("--curves", path, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     decodes(tmp_path / "plots" / "ram_6_8x8_1_curves.png")
-    assert f"[*] wrote plots/ram_6_8x8_1_curves.png (" in done.stdout and "KiB)" in done.stdout
+    assert "[*] wrote plots/ram_6_8x8_1_curves.png (" in done.stdout and "KiB)" in done.stdout
 
 
 def test_compare_runs_table_and_png(tmp_path):
