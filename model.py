@@ -241,11 +241,23 @@ class SearchMeter:
         self.T = num_glimpses
         self.sums = paddle.zeros([4 + num_glimpses])
 
-    def add(self, fixations, centres, correct):
+    @staticmethod
+    def offsets(fixations, centres):
+        """Each fixation [T, M*B, 2] minus its image's digit centre [B, 2]: [T, M, B, 2]."""
         T, MB, _ = fixations.shape
         B = centres.shape[0]
-        offset = fixations.astype("float32").reshape([T, MB // B, B, 2]) - centres
-        found = (offset.abs().max(axis=3) <= FOUND_RADIUS).astype("float32").max(axis=[0, 1])
+        return fixations.astype("float32").reshape([T, MB // B, B, 2]) - centres
+
+    @staticmethod
+    def found(offsets):
+        """[B] 1.0 where some fixation of offsets [T, M, B, 2] is within FOUND_RADIUS of the
+        digit on both axes, else 0.0."""
+        return (offsets.abs().max(axis=3) <= FOUND_RADIUS).astype("float32").max(axis=[0, 1])
+
+    def add(self, fixations, centres, correct):
+        B = centres.shape[0]
+        offset = self.offsets(fixations, centres)
+        found = self.found(offset)
         dist = offset.pow(2).sum(axis=3).sqrt().mean(axis=1).sum(axis=1)               # [T]
         correct = correct.astype("float32")
         counts = paddle.stack([paddle.full([], B, "float32"), found.sum(),

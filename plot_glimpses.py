@@ -443,19 +443,21 @@ def plot_checkpoint(args):
 def search_records(model, cfg, loader, seed):
     """Run the checkpoint's model once over a test loader (one trajectory per image, the
     draws main.py tests with at --random_seed `seed`). Returns numpy arrays: the digits'
-    centres [N, 2] and the fixations [T, N, 2] in pixels (column, row), and correct [N]."""
+    centres [N, 2] and the fixations [T, N, 2] in pixels (column, row), whether each digit was
+    found (model.SearchMeter.found) and classified right [N]."""
     import paddle
-    from model import rollout_loss
-    from model import seeded_batches
+    from model import SearchMeter, rollout_loss, seeded_batches
     T = int(cfg.num_glimpses)
-    centres, fixations, correct = [], [], []
+    out = {"centres": [], "fixations": [], "found": [], "correct": []}
     with paddle.no_grad():
         for x, y, l_0, noise, c in seeded_batches(model, loader, T, 1, seed):
             ep = rollout_loss(model, x, y, T, l_0=l_0, noise=noise, std=cfg.eval_std)
-            centres.append(c.numpy())
-            fixations.append(model.fixation_pixels(x, ep.locs).numpy())
-            correct.append((ep.log_probas.argmax(1) == y).numpy())
-    return np.concatenate(centres), np.concatenate(fixations, axis=1), np.concatenate(correct)
+            fixations = model.fixation_pixels(x, ep.locs)
+            for key, value in (("centres", c), ("fixations", fixations),
+                               ("found", SearchMeter.found(SearchMeter.offsets(fixations, c))),
+                               ("correct", ep.log_probas.argmax(1) == y)):
+                out[key].append(value.numpy())
+    return [np.concatenate(v, axis=1 if k == "fixations" else 0) for k, v in out.items()]
 
 
 def plot_search(args):
@@ -471,8 +473,8 @@ def plot_search(args):
                        "middle; the search map needs a translated or cluttered checkpoint")
     loader = data_loader.get_test_loader(args.data_dir, 500, cfg.dataset, cfg.canvas,
                                          cfg.clutter)
-    centres, fixations, correct = search_records(model, cfg, loader, args.random_seed)
-    found = (np.abs(fixations - centres).max(axis=2) <= FOUND_RADIUS).any(axis=0)
+    centres, fixations, found, correct = search_records(model, cfg, loader, args.random_seed)
+    found = found.astype(bool)
     lo, hi, cells = 14.0, cfg.canvas - 14.0, args.grid   # digit centres lie in [14, canvas-14]
     edges = np.linspace(lo, hi + 1e-6, cells + 1)
     col = np.clip(np.digitize(centres[:, 0], edges) - 1, 0, cells - 1)
