@@ -115,7 +115,8 @@ g.add_argument("--init_lr", type=float, default=5e-4,
                     "with a fresh ReduceOnPlateau schedule (fine-tuning)")
 g.add_argument("--lr_patience", type=int, default=12,
                help="epochs without a better validation accuracy before the lr is reduced")
-g.add_argument("--lr_factor", type=float, default=0.5, help="ReduceOnPlateau multiplies the lr by this")
+g.add_argument("--lr_factor", type=float, default=0.5,
+               help="ReduceOnPlateau multiplies the lr by this")
 g.add_argument("--train_patience", type=int, default=50,
                help="epochs without a better validation accuracy before training stops")
 g.add_argument("--clip_grad", type=float, default=0.0,
@@ -196,7 +197,8 @@ def check_config(config):
     need(c.plot_freq >= 0, f"--plot_freq must be >= 0 (got {c.plot_freq})")
     need(0 <= c.random_seed < 2 ** 32, f"--random_seed must be in [0, 2**32) (got {c.random_seed})")
     need(c.epochs >= 1 or not c.is_train or c.resume,
-         f"--epochs {c.epochs} trains nothing; pass the number of epochs to train, e.g. --epochs 500")
+         f"--epochs {c.epochs} trains nothing; pass the number of epochs to train, e.g. "
+         "--epochs 500")
     need(c.valid_size > 0 or not c.is_train,
          "--valid_size 0 leaves nothing to validate on; training needs e.g. --valid_size 0.1")
     need(not c.export or not c.is_train,

@@ -13,7 +13,7 @@ Six modes:
         image), retina.png (the patches the network received for one image) and glimpses.mp4
         when ffmpeg is on PATH.
 
-    python plot_glimpses.py --curves logs/<model_name>_metrics.jsonl [--out plots/<model_name>_curves.png]
+    python plot_glimpses.py --curves logs/<name>_metrics.jsonl [--out plots/<name>_curves.png]
         Learning curves (accuracy, loss, learning rate per epoch) from a run's metrics.
 
     python plot_glimpses.py --compare METRICS METRICS [...] [--out plots/compare.png]
@@ -503,10 +503,11 @@ def plot_search(args):
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    err, share = 100.0 * (1 - correct.mean()), 100.0 * found.mean()
-    summary = (f"{model_name(cfg)}, seed {args.random_seed}: test error {err:.2f}%, found "
-               f"{share:.1f}% (within {FOUND_RADIUS} px), error of found {100 * (1 - correct[found].mean()):.2f}%, "
-               f"of the others {100 * (1 - correct[~found].mean()) if (~found).any() else float('nan'):.2f}%")
+    def err(images):
+        return f"{100 * (1 - correct[images].mean()):.2f}%" if images.any() else "-"
+    summary = (f"{model_name(cfg)}, seed {args.random_seed}: test error "
+               f"{100 * (1 - correct.mean()):.2f}%, found {100 * found.mean():.1f}% (within "
+               f"{FOUND_RADIUS} px), error of found {err(found)}, of the others {err(~found)}")
     fig.suptitle(summary, fontsize=8)
     fig.tight_layout()
     out = args.out or os.path.join("plots", model_name(cfg), "search.png")
@@ -563,8 +564,8 @@ def classify_images(args):
 
         def run(x, l_0):
             with paddle.no_grad():
-                out = model.predict(paddle.to_tensor(x),
-                                    None if cfg.first_fixation == "learned" else paddle.to_tensor(l_0))
+                learned = cfg.first_fixation == "learned"
+                out = model.predict(paddle.to_tensor(x), None if learned else paddle.to_tensor(l_0))
             return [o.numpy() for o in out]
     g, k, s = int(cfg.patch_size), int(cfg.num_patches), int(cfg.glimpse_scale)
     out_root = args.out or os.path.join("plots", model_name(cfg) + "_images")
