@@ -67,7 +67,8 @@ IMAGE_RANGE = (0, 255)                          # images: pixel intensities
 PATCH_RANGE = ((0 - MEAN) / STD, (1 - MEAN) / STD)  # patches: normalised, as the network sees them
 
 # What plot_curves and compare_runs read from a run's metrics records (trainer.py writes them).
-METRICS = ("lr", "std", "train_loss", "train_acc", "val_loss", "val_acc", "total_min", "found")
+METRICS = ("lr", "std", "train_loss", "train_acc", "val_loss", "val_acc", "secs", "total_min",
+           "found")
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -595,8 +596,8 @@ def classify_images(args):
 def read_metrics(path):
     """The per-epoch records of a run (<logs_dir>/<name>_metrics.jsonl, one JSON object per
     epoch; a resumed run repeats some epochs: the last record of each counts), sorted by
-    epoch: a dict of arrays epoch, lr, std, train_loss, train_acc, val_loss, val_acc,
-    total_min (NaN where a record has no value)."""
+    epoch: a dict of arrays epoch, lr, std, train_loss, train_acc, val_loss, val_acc, secs
+    (the epoch's), total_min (the run's by its end), found (NaN where a record has no value)."""
     if not os.path.isfile(path):
         raise RamError(f"metrics file {path} not found; training writes "
                        "<logs_dir>/<model_name>_metrics.jsonl")
@@ -668,51 +669,93 @@ def text_table(rows):
                                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
 
 
-def compare_runs(metrics_files, out_png, every=50, window=5, target_err=1.12):
-    """Validation accuracy and lr per epoch of several runs (their metrics records) in one
-    figure -> out_png,
-    and a text table: each log's best validation accuracy (epoch); the first epoch whose
-    validation error is <= target_err, with the run's logged minutes by then (time to
-    accuracy); its validation accuracy averaged over the `window` epochs up to every
-    `every`-th epoch (one epoch is too noisy to compare runs by); and the share of digits
-    found at its best epoch, where recorded. Labels are the paths as given.
+def compare_runs(metrics_files, out_png, every=50, window=5, target_err=1.12, since=0,
+                 minutes=False):
+    """Validation accuracy, digits found and lr of several runs (their metrics records) side by
+    side -> out_png, and a text table: each run's best validation accuracy (epoch) and the
+    share of digits found there; the first epoch whose validation error is <= target_err, with
+    the run's logged minutes by then (time to accuracy); and at every `every`-th epoch (or
+    minute) the validation accuracy, and the share found where recorded, averaged over the
+    run's last `window` epochs by then (one epoch is too noisy to compare runs by). Labels are
+    the paths as given.
+
+    since: only the epochs after it count, for runs that branch from one checkpoint there.
+    minutes: the axis and the marks are the minutes since each run's first counted epoch began
+    rather than epochs: runs whose epochs cost differently (--rollouts) compare at equal time.
     Returns (out_png, table)."""
-    runs = [(path, read_metrics(path)) for path in metrics_files]
-    last = max(int(c["epoch"][-1]) for _, c in runs)
-    marks = list(range(every, last + 1, every))
+    runs = []
+    for path in metrics_files:
+        c = read_metrics(path)
+        keep = c["epoch"] > since
+        if not keep.any():
+            raise RamError(f"{path} has no epoch after --since {since} (its last is "
+                           f"{int(c['epoch'][-1])})")
+        c = {k: v[keep] for k, v in c.items()}
+        c["x"] = elapsed_minutes(c, path) if minutes else c["epoch"]
+        runs.append((path, c))
+    unit = " min" if minutes else ""
+    last = max(float(c["x"][-1]) for _, c in runs)
+    marks = list(range(every, int(last) + 1, every))
     rows = [["run", "best val (epoch)", "found", f"err<={target_err:g}% at"]
-            + [f"@{e}" for e in marks]]
+            + [f"@{m}{unit}" for m in marks]]
+    have_found = any(np.isfinite(c["found"]).any() for _, c in runs)
     fig = _figure(12, 4.2)
-    ax_acc, ax_lr = fig.subplots(1, 2)
+    ax_acc, *ax_found, ax_lr = fig.subplots(1, 3 if have_found else 2)
     for path, c in runs:
-        ep, val = c["epoch"], c["val_acc"]
+        x, val, found = c["x"], c["val_acc"], c["found"]
         best = int(np.nanargmax(val))
-        found = c["found"][best]
-        row = [path, f"{val[best]:.2f} ({ep[best]})", f"{found:.1f}" if np.isfinite(found) else "-",
-               "-"]
+        row = [path, f"{val[best]:.2f} ({c['epoch'][best]})", _pct(found[best]), "-"]
         reached = np.flatnonzero(100.0 - val <= target_err + 1e-9)
         if reached.size:
             i = reached[0]
-            minutes = c["total_min"][i]
-            row[3] = f"{ep[i]}" + (f" ({minutes:g} min)" if np.isfinite(minutes) else "")
-        for e in marks:
-            near = (ep > e - window) & (ep <= e)
-            row.append(f"{np.nanmean(val[near]):.2f}" if near.any() else "-")
+            spent = c["total_min"][i]
+            row[3] = f"{c['epoch'][i]}" + (f" ({spent:g} min)" if np.isfinite(spent) else "")
+        for m in marks:
+            near = np.flatnonzero(x <= m)[-window:]
+            if not near.size or x[-1] < m:   # nothing by then, or the run ended before
+                row.append("-")
+                continue
+            cell = f"{np.nanmean(val[near]):.2f}"
+            if np.isfinite(found[near]).any():
+                cell += f"/{np.nanmean(found[near]):.1f}"
+            row.append(cell)
         rows.append(row)
-        line, = ax_acc.plot(ep, val, lw=0.8, label=f"{path}: best {val[best]:.2f}")
-        ax_lr.plot(ep, c["lr"], color=line.get_color(), drawstyle="steps-post", label=path)
+        line, = ax_acc.plot(x, val, lw=0.8, label=f"{path}: best {val[best]:.2f}")
+        if ax_found:
+            ax_found[0].plot(x, found, lw=0.8, color=line.get_color(), label=path)
+        ax_lr.plot(x, c["lr"], color=line.get_color(), drawstyle="steps-post", label=path)
     top = max(np.nanmax(c["val_acc"]) for _, c in runs)
     ax_acc.set_ylim(max(0.0, top - 5), min(100.0, top + 0.5))  # the part where runs differ
     ax_acc.set_ylabel("validation accuracy (%)")
+    if ax_found:
+        ax_found[0].set_ylabel("digits found, validation (%)")
     ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
-    for ax in (ax_acc, ax_lr):
-        ax.set_xlabel("epoch")
+    for ax in (ax_acc, *ax_found, ax_lr):
+        ax.set_xlabel(f"minutes since epoch {since}" if minutes else "epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right" if ax is ax_acc else "upper right")
+        ax.legend(fontsize=7, loc="upper right" if ax is ax_lr else "lower right")
     fig.tight_layout()
     _save(fig, out_png)
     return out_png, text_table(rows)
+
+
+def _pct(value):
+    return f"{value:.1f}" if np.isfinite(value) else "-"
+
+
+def elapsed_minutes(c, path):
+    """Minutes from the start of a run's first record to the end of each: its logged total
+    minus the total before the first epoch began (that epoch's own seconds, or else the typical
+    epoch's where old records lack them)."""
+    total = c["total_min"]
+    if not np.isfinite(total).all():
+        raise RamError(f"{path} has epochs without logged minutes (total_min); compare it by "
+                       "epoch instead")
+    first = c["secs"][0] / 60
+    if not np.isfinite(first):
+        first = float(np.median(np.diff(total))) if len(total) > 1 else 0.0
+    return total - (total[0] - first)
 
 
 # ---------------------------------------------------------------------------- results
@@ -831,6 +874,15 @@ def build_parser():
     mode.add_argument("--target_err", type=float, default=1.12,
                       help="compare: the validation error (%%) whose first epoch and time the "
                            "table reports (default: the paper's 1.12%%)")
+    mode.add_argument("--since", type=int, default=0, metavar="EPOCH",
+                      help="compare: only the epochs after EPOCH (runs that branch from one "
+                           "checkpoint there; default: all)")
+    mode.add_argument("--minutes", action="store_true",
+                      help="compare: by the minutes since each run's first compared epoch "
+                           "began, not by epoch: runs whose epochs cost differently compare at "
+                           "equal time")
+    mode.add_argument("--every", type=int, default=50,
+                      help="compare: a table column every this many epochs (or minutes)")
     mode.add_argument("--search", metavar="CKPT",
                       help="run this translated or cluttered checkpoint on the test set and map "
                            "the test error and the share of digits found against where the "
@@ -884,6 +936,8 @@ def main(argv=None):
                      "--compare, --results or --search")
     if args.grid < 1:
         parser.error(f"--grid must be >= 1 (got {args.grid})")
+    if args.every < 1:
+        parser.error(f"--every must be >= 1 (got {args.every})")
     if args.frame_ms < 1:
         parser.error(f"--frame_ms must be >= 1 (got {args.frame_ms})")
     if args.out:
@@ -895,7 +949,8 @@ def main(argv=None):
     elif args.compare:
         png, table = compare_runs(args.compare, args.out or os.path.join("plots",
                                                                           "compare.png"),
-                                  target_err=args.target_err)
+                                  every=args.every, target_err=args.target_err,
+                                  since=args.since, minutes=args.minutes)
         print(table)
         written = [png]
     elif args.results:

@@ -330,13 +330,48 @@ def test_compare_runs_table_and_png(tmp_path):
     assert header == ["run", "best", "val", "(epoch)", "found", "err<=60%", "at", "@2"]
     # a: first at most 60% error at epoch 2 (53.57%), 1.3 logged minutes in
     assert row_a == [str(a), "46.43", "(2)", "81.5", "2", "(1.3", "min)",
-                     f"{(20.00 + 46.43) / 2:.2f}"]
+                     f"{(20.00 + 46.43) / 2:.2f}/81.5"]   # found: epoch 1 has none
     assert row_b == [str(b), "35.00", "(2)", "-", "-", "27.50"]  # b never got below 65%
     done = run("--compare", a, b, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "46.43 (2)" in done.stdout
     decodes(tmp_path / "plots" / "compare.png")
     assert_one_error_line(run("--compare", a, tmp_path / "missing.jsonl", cwd=tmp_path))
+
+
+def test_compare_runs_since_a_branch_at_equal_minutes(tmp_path):
+    """Two runs branching at epoch 10, the pilot's epochs twice as long: --since 10 leaves out
+    the control's earlier epochs, --minutes puts both on the minutes since their first epoch
+    after the branch began, and each mark shows the accuracy/found of the last epoch by then
+    ('-' past a run's end)."""
+    control, pilot = tmp_path / "control_metrics.jsonl", tmp_path / "pilot_metrics.jsonl"
+    control.write_text("\n".join(
+        record(e, 3e-4, 90.0, 0.3, 80.0 + e, 90.0 + e, secs=60.0, found=70.0 + e)
+        for e in range(5, 15)))                      # epoch 10 ends at 100 min, one per minute
+    pilot.write_text("\n".join(
+        record(e, 3e-4, 90.0, 0.3, 85.0 + e, 100.0 + 2 * (e - 10), secs=120.0, found=75.0 + e)
+        for e in (11, 12, 13)))                      # two minutes each
+    png, table = pg.compare_runs([str(control), str(pilot)], str(tmp_path / "cmp.png"),
+                                 every=2, window=1, since=10, minutes=True)
+    decodes(png)
+    header, row_c, row_p = [line.split() for line in table.splitlines()]
+    assert header[-6:] == ["@2", "min", "@4", "min", "@6", "min"]
+    assert row_c[1:4] == ["94.00", "(14)", "84.0"]            # the epochs before 11 left out
+    assert row_c[-3:] == ["92.00/82.0", "94.00/84.0", "-"]   # epochs 12 and 14; ended at 4 min
+    assert row_p[-3:] == ["96.00/86.0", "97.00/87.0", "98.00/88.0"]  # epochs 11, 12, 13
+    done = run("--compare", control, pilot, "--since", 10, "--minutes", "--every", 2,
+               "--out", tmp_path / "c.png")
+    assert done.returncode == 0, done.stderr
+    assert "@6 min" in done.stdout
+    assert_one_error_line(run("--compare", control, "--since", 20, cwd=tmp_path))
+
+
+def test_elapsed_minutes_without_epoch_seconds_takes_a_typical_epoch():
+    c = {"total_min": np.array([10.0, 12.0, 14.0, 17.0]), "secs": np.full(4, np.nan)}
+    assert pg.elapsed_minutes(c, "x").tolist() == [2.0, 4.0, 6.0, 9.0]
+    c["total_min"][1] = np.nan
+    with pytest.raises(pg.RamError, match="without logged minutes"):
+        pg.elapsed_minutes(c, "x")
 
 
 def _test_record(err, M=1, default_std=True, seed=1):
