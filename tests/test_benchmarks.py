@@ -138,3 +138,19 @@ def test_reference_speed_names_a_failing_reference_in_one_line(tiny_data, tmp_pa
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
         f"error: the worker in {tmp_path} stopped: RuntimeError: out of patience"], res.stderr
+
+
+def test_grad_norms_reports_the_three_norms_and_the_clip(tiny_run, tiny_data):
+    ckpt = tiny_run.ckpt_dir / "ram_2_8x8_1_model_best.pdparams"
+    for fresh in ([], ["--fresh"]):
+        res = run_benchmark("grad_norms.py", "--ckpt", ckpt, "--batches", "2", "--data_dir",
+                            tiny_data, *fresh)
+        assert res.returncode == 0, res.stdout + res.stderr
+        lines = res.stdout.strip().splitlines()
+        assert "2 steps" in lines[0] and ("initial weights" in lines[0]) == bool(fresh)
+        parts = [re.match(r"\s+(location network|the rest|all) .*median +([\d.]+) .*max "
+                          r"+([\d.]+) +above the clip: (\d+)% of steps", l) for l in lines[1:]]
+        assert [m.group(1) for m in parts] == ["location network", "the rest", "all"], lines
+        loc, rest, whole = (float(m.group(3)) for m in parts)
+        assert 0 < loc <= whole and 0 < rest <= whole          # all = sqrt(loc^2 + rest^2)
+        assert all(m.group(4) == "0" for m in parts)           # no --clip_grad: nothing clips
