@@ -698,10 +698,11 @@ def compare_runs(metrics_files, out_png, every=50, window=5, target_err=1.12, si
     marks = list(range(every, int(last) + 1, every))
     rows = [["run", "best val (epoch)", "found", f"err<={target_err:g}% at"]
             + [f"@{m}{unit}" for m in marks]]
+    labels = short_labels([path for path, _ in runs])
     have_found = any(np.isfinite(c["found"]).any() for _, c in runs)
     fig = _figure(12, 4.2)
     ax_acc, *ax_found, ax_lr = fig.subplots(1, 3 if have_found else 2)
-    for path, c in runs:
+    for (path, c), label in zip(runs, labels):
         x, val, found = c["x"], c["val_acc"], c["found"]
         best = int(np.nanargmax(val))
         row = [path, f"{val[best]:.2f} ({c['epoch'][best]})", _pct(found[best]), "-"]
@@ -720,10 +721,10 @@ def compare_runs(metrics_files, out_png, every=50, window=5, target_err=1.12, si
                 cell += f"/{np.nanmean(found[near]):.1f}"
             row.append(cell)
         rows.append(row)
-        line, = ax_acc.plot(x, val, lw=0.8, label=f"{path}: best {val[best]:.2f}")
+        line, = ax_acc.plot(x, val, lw=0.8, label=f"{label}: best {val[best]:.2f}")
         if ax_found:
-            ax_found[0].plot(x, found, lw=0.8, color=line.get_color(), label=path)
-        ax_lr.plot(x, c["lr"], color=line.get_color(), drawstyle="steps-post", label=path)
+            ax_found[0].plot(x, found, lw=0.8, color=line.get_color())
+        ax_lr.plot(x, c["lr"], color=line.get_color(), drawstyle="steps-post")
     top = max(np.nanmax(c["val_acc"]) for _, c in runs)
     ax_acc.set_ylim(max(0.0, top - 5), min(100.0, top + 0.5))  # the part where runs differ
     ax_acc.set_ylabel("validation accuracy (%)")
@@ -734,10 +735,21 @@ def compare_runs(metrics_files, out_png, every=50, window=5, target_err=1.12, si
     for ax in (ax_acc, *ax_found, ax_lr):
         ax.set_xlabel(f"minutes since epoch {since}" if minutes else "epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right" if ax is ax_lr else "lower right")
+    ax_acc.legend(fontsize=7, loc="lower right")   # one legend: the panels share the colours
     fig.tight_layout()
     _save(fig, out_png)
     return out_png, text_table(rows)
+
+
+def short_labels(paths):
+    """The paths without the start and the end they all share (logs/tuning/a/x_metrics.jsonl,
+    logs/tuning/b/x_metrics.jsonl -> a, b), where that leaves each one a name."""
+    if len(paths) < 2:
+        return [os.path.basename(p).replace("_metrics.jsonl", "") for p in paths]
+    head = len(os.path.commonprefix(paths))
+    tail = len(os.path.commonprefix([p[::-1] for p in paths]))
+    labels = [p[head:len(p) - tail] for p in paths]
+    return labels if all(labels) and len(set(labels)) == len(labels) else list(paths)
 
 
 def _pct(value):
@@ -870,7 +882,8 @@ def build_parser():
     mode.add_argument("--curves", metavar="METRICS",
                       help="learning curves of a run's metrics (<logs_dir>/<name>_metrics.jsonl)")
     mode.add_argument("--compare", metavar="METRICS", nargs="+",
-                      help="validation accuracy and lr of these runs' metrics side by side")
+                      help="validation accuracy, digits found and lr of these runs' metrics "
+                           "side by side, with a table")
     mode.add_argument("--target_err", type=float, default=1.12,
                       help="compare: the validation error (%%) whose first epoch and time the "
                            "table reports (default: the paper's 1.12%%)")
@@ -882,7 +895,8 @@ def build_parser():
                            "began, not by epoch: runs whose epochs cost differently compare at "
                            "equal time")
     mode.add_argument("--every", type=int, default=50,
-                      help="compare: a table column every this many epochs (or minutes)")
+                      help="compare: a table column every this many epochs (or minutes; "
+                           "default: 50)")
     mode.add_argument("--search", metavar="CKPT",
                       help="run this translated or cluttered checkpoint on the test set and map "
                            "the test error and the share of digits found against where the "

@@ -428,3 +428,11 @@ def test_curves_errors_are_one_line(tmp_path):
     log.write_text("[*] ram_6_8x8_1 on cpu: nothing yet\n")
     assert_one_error_line(run("--curves", log, cwd=tmp_path))
     assert not (tmp_path / "plots").exists()
+
+
+def test_short_labels_drop_what_all_paths_share():
+    assert pg.short_labels(["logs/tuning/a/x_metrics.jsonl", "logs/tuning/b2/x_metrics.jsonl"]) \
+        == ["a", "b2"]
+    assert pg.short_labels(["logs/x_metrics.jsonl"]) == ["x"]
+    same = ["logs/x_metrics.jsonl", "logs/x_metrics.jsonl"]   # nothing tells them apart
+    assert pg.short_labels(same) == same
