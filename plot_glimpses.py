@@ -511,7 +511,9 @@ def plot_search(args):
                f"{FOUND_RADIUS} px), error of found {err(found)}, of the others {err(~found)}")
     fig.suptitle(summary, fontsize=8)
     fig.tight_layout()
-    out = args.out or os.path.join("plots", model_name(cfg), "search.png")
+    out = args.out or os.path.join("plots", model_name(cfg))
+    if os.path.isdir(out) or not args.out:   # a folder, as in checkpoint mode
+        out = os.path.join(out, "search.png")
     _save(fig, out)
     return [out], summary
 
@@ -927,7 +929,8 @@ def build_parser():
                    help="checkpoint mode: output folder (default plots/<model_name>); curves: "
                         "output PNG (default plots/<name>_curves.png); compare: output PNG "
                         "(default plots/compare.png); results: output PNG (default "
-                        "plots/results.png)")
+                        "plots/results.png); search: output PNG, or a folder for search.png "
+                        "(default plots/<model_name>/search.png)")
     p.add_argument("--frame_ms", type=int, default=FRAME_MS, help="ms per animation frame")
     return p
 

@@ -120,6 +120,11 @@ def test_test_run_reports_the_search_and_the_plot_maps_it(translated_ckpt, tiny_
     assert plot_glimpses.main(["--search", str(ckpt), "--data_dir", str(tiny_data),
                                "--out", str(out)]) == 0
     assert out.stat().st_size > 5000
+    folder = work / "plots_here"          # an existing folder takes search.png, as --ckpt's
+    folder.mkdir()
+    assert plot_glimpses.main(["--search", str(ckpt), "--data_dir", str(tiny_data),
+                               "--out", str(folder)]) == 0
+    assert (folder / "search.png").stat().st_size > 5000
 
 
 @pytest.mark.slow
