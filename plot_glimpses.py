@@ -697,7 +697,8 @@ def compare_runs(metrics_files, out_png, every=50, window=5, target_err=1.12, si
         runs.append((path, c))
     unit = " min" if minutes else ""
     last = max(float(c["x"][-1]) for _, c in runs)
-    marks = list(range(every, int(last) + 1, every))
+    start = 0 if minutes else since   # marks from the branch on
+    marks = list(range(start + every, int(last) + 1, every))
     rows = [["run", "best val (epoch)", "found", f"err<={target_err:g}% at"]
             + [f"@{m}{unit}" for m in marks]]
     labels = short_labels([path for path, _ in runs])

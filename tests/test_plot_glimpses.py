@@ -364,6 +364,12 @@ def test_compare_runs_since_a_branch_at_equal_minutes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "@6 min" in done.stdout
     assert_one_error_line(run("--compare", control, "--since", 20, cwd=tmp_path))
+    # By epoch, the marks start after the branch: epochs 12 and 14 (window 1).
+    _, table = pg.compare_runs([str(control), str(pilot)], str(tmp_path / "e.png"), every=2,
+                               window=1, since=10)
+    header, row_c, row_p = [line.split() for line in table.splitlines()]
+    assert header[-2:] == ["@12", "@14"]
+    assert row_c[-2:] == ["92.00/82.0", "94.00/84.0"] and row_p[-2:] == ["97.00/87.0", "-"]
 
 
 def test_elapsed_minutes_without_epoch_seconds_takes_a_typical_epoch():
