@@ -2,7 +2,7 @@
 
     python benchmarks/grad_norms.py --ckpt FILE [--batches 30] [--fresh] [--data_dir ./data]
 
-Runs the checkpoint's own training episode and loss (model.rollout_loss with its stored
+Runs the checkpoint's own training episode and loss (trainer.EpisodeLayer with its stored
 --reinforce_core, --reinforce_weight, --rollouts and --batch_size) on `--batches` training
 batches without updating the weights, and reports the L2 norm of the gradient of the location
 network, of everything else, and of all of it (what ClipGradByGlobalNorm compares with
@@ -12,6 +12,7 @@ Separate clipping of the location network (as slundqui/tfRAM does) can only matt
 norm passes the clip.
 """
 import argparse
+import itertools
 import os
 import sys
 
@@ -26,13 +27,11 @@ from utils import RamError, one_line_errors, tune_cpu_env  # noqa: E402
 def norms(model, batches, config):
     """[batches, 3] gradient L2 norms (location network, the rest, all) of training steps."""
     import paddle
-    from model import rollout_loss
+    from trainer import EpisodeLayer
+    episode = EpisodeLayer(model, config)   # the episode and loss training runs
     rows = []
-    for i, (x, y) in enumerate(batches):
-        ep = rollout_loss(model, x, y, config.num_glimpses, 1, config.reinforce_weight,
-                          rollouts=config.rollouts,
-                          baseline="loo" if config.rollouts > 1 else "learned")
-        ep.loss.backward()
+    for x, y in batches:
+        episode(x, y).loss.backward()
         sq = {"locator": 0.0, "rest": 0.0}
         for name, p in model.named_parameters():
             if p.grad is not None:
@@ -70,8 +69,7 @@ def main(argv=None):
     train, _ = get_train_valid_loader(args.data_dir, config.batch_size, args.seed,
                                       config.valid_size, config.dataset, config.canvas,
                                       config.clutter)
-    batches = (b for i, b in zip(range(args.batches), train.iterate(0)))
-    r = norms(model, batches, config)
+    r = norms(model, itertools.islice(train.iterate(0), args.batches), config)
     clip = config.clip_grad or float("inf")
     print(f"{args.ckpt}{' (initial weights)' if args.fresh else ''}: "
           f"--reinforce_core {config.reinforce_core} --reinforce_weight {config.reinforce_weight}"
